@@ -1,0 +1,490 @@
+//! The node configuration file (`aqueduct.toml`) and its validation.
+//!
+//! Layers, later wins: built-in defaults, the TOML file, then environment variables prefixed `AQUEDUCT__`
+//! with `__` between nested keys (`AQUEDUCT__NODE__MAX_IN_FLIGHT_BYTES=1048576`). Unknown keys are errors.
+//! Every validation error names the key it is about.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::naming::TopicNaming;
+use crate::ConfigError;
+
+/// The whole node configuration.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Settings of this node.
+    #[serde(default)]
+    pub node: NodeSettings,
+    /// Kafka clusters by name; datastreams refer to them by name so credentials stay in this file.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    /// Datastreams this node runs (single-node mode).
+    #[serde(default)]
+    pub datastreams: Vec<DatastreamConfig>,
+}
+
+/// Settings of one node.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSettings {
+    /// Cap on bytes handed to producers and not yet acknowledged, over all tasks of the node. When it is
+    /// reached, consumption pauses until acknowledgements free room (backpressure).
+    pub max_in_flight_bytes: u64,
+    /// Producers kept per destination cluster and shared by the tasks writing there.
+    pub producers_per_destination: usize,
+    /// Bytes each task's consumer may prefetch (librdkafka `queued.max.messages.kbytes`, in bytes).
+    pub consumer_prefetch_bytes: u64,
+    /// How often acknowledged offsets are committed to the source cluster, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// How often the node logs a status line per datastream, in seconds (0 turns it off).
+    pub status_interval_secs: u64,
+    /// Where the node writes its status snapshot (JSON) after every status interval; none by default.
+    pub status_file: Option<String>,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self {
+            max_in_flight_bytes: 256 * 1024 * 1024,
+            producers_per_destination: 2,
+            consumer_prefetch_bytes: 16 * 1024 * 1024,
+            commit_interval_ms: 1000,
+            status_interval_secs: 30,
+            status_file: None,
+        }
+    }
+}
+
+/// A Kafka cluster known to the node.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    /// librdkafka properties for every client of this cluster (security settings go here).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Where a datastream starts reading a partition that has no committed offset.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartPosition {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+/// What a datastream does when its committed offset is outside the source partition's log.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutOfRangePolicy {
+    /// Stop the partition in a visible error state (default: nothing is skipped silently).
+    #[default]
+    Fail,
+    /// Restart the partition at the earliest offset still in the log.
+    ResetEarliest,
+    /// Restart the partition at the end of the log.
+    ResetLatest,
+}
+
+/// How destination partitions are chosen.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partitioning {
+    /// The source partition number when the destination has it, else the key hash.
+    #[default]
+    Identity,
+    /// The Java client's key hash (murmur2), random for null keys.
+    KeyHash,
+}
+
+/// One source of a datastream: a cluster and the topics to read from it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Name of a cluster in `[clusters]`.
+    pub cluster: String,
+    /// Topics by name.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Topics whose full name matches this regex (anchored).
+    pub topic_pattern: Option<String>,
+    /// Topics whose full name matches this regex are left out (anchored).
+    pub exclude_pattern: Option<String>,
+}
+
+/// A datastream: topics of one or more source clusters copied to one destination cluster.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DatastreamConfig {
+    /// Unique name: letters, digits, `.`, `_`, `-`; at most 100 characters.
+    pub name: String,
+    /// The team that owns the stream.
+    pub owner: Option<String>,
+    /// Where records come from.
+    pub sources: Vec<SourceConfig>,
+    /// Name of the destination cluster in `[clusters]`.
+    pub destination: String,
+    /// Destination topic name; `{topic}` is the source topic, `{source}` the source cluster name.
+    #[serde(default = "default_topic_template")]
+    pub destination_topic: String,
+    /// How destination partitions are chosen.
+    #[serde(default)]
+    pub partitioning: Partitioning,
+    /// Where partitions without a committed offset start.
+    #[serde(default)]
+    pub start_position: StartPosition,
+    /// Explicit start offsets: topic name to partition number to offset. Used when no offset is committed.
+    #[serde(default)]
+    pub start_offsets: BTreeMap<String, BTreeMap<String, i64>>,
+    /// What happens when a committed offset is no longer in the source log.
+    #[serde(default)]
+    pub on_offset_out_of_range: OutOfRangePolicy,
+    /// Consumer group under which source offsets are committed; `aqueduct-<name>` by default.
+    pub group_id: Option<String>,
+    /// Upper bound on the tasks (consumers) the stream's partitions are split into.
+    #[serde(default = "default_max_tasks")]
+    pub max_tasks: usize,
+    /// Create missing destination topics with the source's partition count and topic configs.
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// Replication factor of created destination topics; -1 takes the broker default.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+    /// How often source topics and partitions are listed to pick up new ones, in seconds.
+    #[serde(default = "default_refresh_secs")]
+    pub topic_refresh_interval_secs: u64,
+    /// librdkafka consumer properties for this stream (over the source cluster's).
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka producer properties for this stream's producers (over the destination cluster's).
+    /// Streams with producer properties get producers of their own instead of the shared pool.
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
+    /// Start paused: the stream's tasks are not run.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_topic_template() -> String {
+    "{topic}".to_string()
+}
+fn default_max_tasks() -> usize {
+    4
+}
+fn default_true() -> bool {
+    true
+}
+fn default_replication_factor() -> i32 {
+    -1
+}
+fn default_refresh_secs() -> u64 {
+    30
+}
+
+impl DatastreamConfig {
+    /// The consumer group of the stream.
+    pub fn group_id(&self) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("aqueduct-{}", self.name))
+    }
+
+    /// The explicit start offset of `topic`/`partition`, if one is configured.
+    pub fn start_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.start_offsets
+            .get(topic)?
+            .get(&partition.to_string())
+            .copied()
+    }
+}
+
+/// librdkafka properties Aqueduct sets itself; overriding them would break its guarantees.
+pub const RESERVED_CONSUMER_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+];
+/// See [`RESERVED_CONSUMER_PROPERTIES`].
+pub const RESERVED_PRODUCER_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "acks",
+    "enable.idempotence",
+    "transactional.id",
+];
+
+impl NodeConfig {
+    /// Reads `path` and the `AQUEDUCT__` environment overrides, then validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::invalid(
+                "config",
+                format!("file {} does not exist", path.display()),
+            ));
+        }
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AQUEDUCT__"))
+            .collect();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::invalid("config", format!("{}: {e}", path.display())))?;
+        Self::from_sources(&text, env)
+    }
+
+    /// Builds the configuration from TOML text and `(name, value)` environment overrides.
+    pub fn from_sources(
+        toml: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("AQUEDUCT")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(env)),
+            )
+            .build()
+            .map_err(|e| ConfigError::invalid("config", e.to_string()))?;
+        let config: NodeConfig = built
+            .try_deserialize()
+            .map_err(|e| ConfigError::invalid("config", e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks; the error names the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let node = &self.node;
+        if node.max_in_flight_bytes < 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "node.max_in_flight_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if node.producers_per_destination == 0 || node.producers_per_destination > 64 {
+            return Err(ConfigError::invalid(
+                "node.producers_per_destination",
+                "must be between 1 and 64",
+            ));
+        }
+        if node.consumer_prefetch_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "node.consumer_prefetch_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if node.commit_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "node.commit_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+        for (name, cluster) in &self.clusters {
+            let key = format!("clusters.{name}");
+            validate_name(&key, name)?;
+            if cluster.bootstrap_servers.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.bootstrap_servers"),
+                    "must not be empty",
+                ));
+            }
+            for server in cluster.bootstrap_servers.split(',') {
+                let server = server.trim();
+                let valid = server
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !valid {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.bootstrap_servers"),
+                        format!("`{server}` is not host:port"),
+                    ));
+                }
+            }
+            if cluster.properties.contains_key("bootstrap.servers") {
+                return Err(ConfigError::invalid(
+                    format!("{key}.properties.bootstrap.servers"),
+                    "set bootstrap_servers instead",
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, stream) in self.datastreams.iter().enumerate() {
+            let key = format!("datastreams[{i}]");
+            if !names.insert(stream.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    format!("datastream `{}` is declared twice", stream.name),
+                ));
+            }
+            self.validate_stream(&key, stream)?;
+        }
+        Ok(())
+    }
+
+    fn validate_stream(&self, key: &str, stream: &DatastreamConfig) -> Result<(), ConfigError> {
+        validate_name(&format!("{key}.name"), &stream.name)?;
+        if stream.sources.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}.sources"),
+                "needs at least one source",
+            ));
+        }
+        if !self.clusters.contains_key(&stream.destination) {
+            return Err(ConfigError::invalid(
+                format!("{key}.destination"),
+                format!("unknown cluster `{}`", stream.destination),
+            ));
+        }
+        let naming = TopicNaming::parse(&stream.destination_topic)
+            .map_err(|reason| ConfigError::invalid(format!("{key}.destination_topic"), reason))?;
+        for (j, source) in stream.sources.iter().enumerate() {
+            let skey = format!("{key}.sources[{j}]");
+            if !self.clusters.contains_key(&source.cluster) {
+                return Err(ConfigError::invalid(
+                    format!("{skey}.cluster"),
+                    format!("unknown cluster `{}`", source.cluster),
+                ));
+            }
+            if source.topics.is_empty() && source.topic_pattern.is_none() {
+                return Err(ConfigError::invalid(
+                    format!("{skey}.topics"),
+                    "set topics or topic_pattern",
+                ));
+            }
+            for (t, topic) in source.topics.iter().enumerate() {
+                validate_topic_name(&format!("{skey}.topics[{t}]"), topic)?;
+            }
+            for (field, pattern) in [
+                ("topic_pattern", &source.topic_pattern),
+                ("exclude_pattern", &source.exclude_pattern),
+            ] {
+                if let Some(pattern) = pattern {
+                    Regex::new(pattern).map_err(|e| {
+                        ConfigError::invalid(
+                            format!("{skey}.{field}"),
+                            format!("invalid regex: {e}"),
+                        )
+                    })?;
+                }
+            }
+            let same_cluster = self
+                .clusters
+                .get(&source.cluster)
+                .map(|c| &c.bootstrap_servers)
+                == self
+                    .clusters
+                    .get(&stream.destination)
+                    .map(|c| &c.bootstrap_servers);
+            if same_cluster && naming.is_identity_for(&source.cluster) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.destination_topic"),
+                    "source and destination are the same cluster: the topic name must change, \
+                     or records would be copied into the topic they come from",
+                ));
+            }
+        }
+        if stream.max_tasks == 0 || stream.max_tasks > 1024 {
+            return Err(ConfigError::invalid(
+                format!("{key}.max_tasks"),
+                "must be between 1 and 1024",
+            ));
+        }
+        if stream.replication_factor == 0 || stream.replication_factor < -1 {
+            return Err(ConfigError::invalid(
+                format!("{key}.replication_factor"),
+                "must be -1 (broker default) or at least 1",
+            ));
+        }
+        if stream.topic_refresh_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                format!("{key}.topic_refresh_interval_secs"),
+                "must be greater than 0",
+            ));
+        }
+        if let Some(group) = &stream.group_id {
+            if group.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.group_id"),
+                    "must not be empty",
+                ));
+            }
+        }
+        for (topic, partitions) in &stream.start_offsets {
+            for (partition, offset) in partitions {
+                let pkey = format!("{key}.start_offsets.{topic}.{partition}");
+                if partition.parse::<u32>().is_err() {
+                    return Err(ConfigError::invalid(pkey, "partition must be a number"));
+                }
+                if *offset < 0 {
+                    return Err(ConfigError::invalid(pkey, "offset must not be negative"));
+                }
+            }
+        }
+        for (field, properties, reserved) in [
+            (
+                "consumer_properties",
+                &stream.consumer_properties,
+                RESERVED_CONSUMER_PROPERTIES,
+            ),
+            (
+                "producer_properties",
+                &stream.producer_properties,
+                RESERVED_PRODUCER_PROPERTIES,
+            ),
+        ] {
+            if let Some(name) = properties.keys().find(|k| reserved.contains(&k.as_str())) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.{field}.{name}"),
+                    "is managed by aqueduct and cannot be overridden",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names of clusters and datastreams: 1-100 of `[A-Za-z0-9._-]`.
+pub fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("`{name}` must be 1-100 characters of letters, digits, `.`, `_` and `-`"),
+        ))
+    }
+}
+
+/// Kafka topic names: 1-249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(key: &str, topic: &str) -> Result<(), ConfigError> {
+    let valid = !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("`{topic}` is not a valid Kafka topic name"),
+        ))
+    }
+}

@@ -1,0 +1,61 @@
+//! Where a source partition goes: which task of its datastream reads it, and which destination partition
+//! its records are written to.
+
+use crate::config::Partitioning;
+
+/// The task (0..`tasks`) that reads `topic`/`partition`. Stable: adding partitions or topics never moves an
+/// existing partition to another task, and the partitions of one topic spread evenly over the tasks.
+pub fn task_for_partition(topic: &str, partition: i32, tasks: usize) -> usize {
+    debug_assert!(tasks > 0);
+    // FNV-1a of the topic name, so topics start at different tasks.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in topic.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    ((hash % tasks as u64) as usize + partition as usize) % tasks
+}
+
+/// The destination partition for a record of `source_partition`, or `None` to let the producer's key hash
+/// (murmur2, as the Java client) choose.
+pub fn destination_partition(
+    partitioning: Partitioning,
+    source_partition: i32,
+    destination_partitions: i32,
+) -> Option<i32> {
+    match partitioning {
+        Partitioning::Identity if source_partition < destination_partitions => {
+            Some(source_partition)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_of_a_topic_spread_evenly() {
+        let mut counts = [0usize; 4];
+        for p in 0..16 {
+            counts[task_for_partition("orders", p, 4)] += 1;
+        }
+        assert_eq!(counts, [4, 4, 4, 4]);
+    }
+
+    #[test]
+    fn placement_is_stable_when_partitions_are_added() {
+        let before: Vec<usize> = (0..8).map(|p| task_for_partition("t", p, 3)).collect();
+        let after: Vec<usize> = (0..8).map(|p| task_for_partition("t", p, 3)).collect();
+        assert_eq!(before, after);
+        assert!((0..100).all(|p| task_for_partition("t", p, 3) < 3));
+    }
+
+    #[test]
+    fn identity_falls_back_to_key_hash_when_the_destination_is_smaller() {
+        assert_eq!(destination_partition(Partitioning::Identity, 2, 8), Some(2));
+        assert_eq!(destination_partition(Partitioning::Identity, 8, 8), None);
+        assert_eq!(destination_partition(Partitioning::KeyHash, 2, 8), None);
+    }
+}

@@ -1,0 +1,268 @@
+//! A real Apache Kafka broker (KRaft, combined broker and controller) as a local process.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::process::{free_port, wait_for_port, ManagedChild};
+
+/// The pinned Kafka version (shared with `tools/install-kafka.sh`).
+pub const KAFKA_VERSION: &str = include_str!("../../../tools/kafka-version");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Directory holding the Kafka jars; installs them with `tools/install-kafka.sh` when missing.
+pub fn kafka_libs() -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var("AQUEDUCT_KAFKA_LIBS") {
+        return Ok(PathBuf::from(dir));
+    }
+    let version = KAFKA_VERSION.trim();
+    let cache = match std::env::var_os("AQUEDUCT_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => match std::env::var_os("XDG_CACHE_HOME") {
+            Some(dir) => PathBuf::from(dir).join("aqueduct"),
+            None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+                .join(".cache/aqueduct"),
+        },
+    };
+    let dir = cache.join(format!("kafka-{version}"));
+    if !dir.join(".complete").exists() {
+        let status = Command::new(repo_root().join("tools/install-kafka.sh"))
+            .status()
+            .context("run tools/install-kafka.sh")?;
+        if !status.success() {
+            bail!("tools/install-kafka.sh failed: {status}");
+        }
+    }
+    Ok(dir.join("libs"))
+}
+
+/// Settings of a local broker.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaOptions {
+    /// Extra `server.properties` lines (`key=value`).
+    pub properties: Vec<(String, String)>,
+    /// Java heap, for example `512m`.
+    pub heap: Option<String>,
+}
+
+/// One KRaft broker on 127.0.0.1 with random ports and a temporary data directory. Killed on drop.
+#[derive(Debug)]
+pub struct KafkaCluster {
+    name: String,
+    port: u16,
+    dir: tempfile::TempDir,
+    options: KafkaOptions,
+    process: Option<ManagedChild>,
+}
+
+impl KafkaCluster {
+    /// Starts a broker with default settings.
+    pub fn start(name: &str) -> Result<Self> {
+        Self::start_with(name, KafkaOptions::default())
+    }
+
+    /// Starts a broker with `options`.
+    pub fn start_with(name: &str, options: KafkaOptions) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("aqueduct-kafka-{name}-"))
+            .tempdir()?;
+        let port = free_port();
+        let controller_port = free_port();
+        let config = dir.path().join("server.properties");
+        let data = dir.path().join("data");
+        let mut text = String::new();
+        let defaults = [
+            ("process.roles", "broker,controller".to_string()),
+            ("node.id", "1".to_string()),
+            (
+                "controller.quorum.voters",
+                format!("1@127.0.0.1:{controller_port}"),
+            ),
+            (
+                "listeners",
+                format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
+            ),
+            (
+                "advertised.listeners",
+                format!("PLAINTEXT://127.0.0.1:{port}"),
+            ),
+            ("controller.listener.names", "CONTROLLER".to_string()),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_string(),
+            ),
+            ("inter.broker.listener.name", "PLAINTEXT".to_string()),
+            ("log.dirs", data.display().to_string()),
+            ("offsets.topic.replication.factor", "1".to_string()),
+            ("offsets.topic.num.partitions", "4".to_string()),
+            ("transaction.state.log.replication.factor", "1".to_string()),
+            ("transaction.state.log.min.isr", "1".to_string()),
+            (
+                "share.coordinator.state.topic.replication.factor",
+                "1".to_string(),
+            ),
+            ("share.coordinator.state.topic.min.isr", "1".to_string()),
+            ("group.initial.rebalance.delay.ms", "0".to_string()),
+            ("auto.create.topics.enable", "false".to_string()),
+            ("num.partitions", "1".to_string()),
+            (
+                "log.flush.interval.messages",
+                "9223372036854775807".to_string(),
+            ),
+        ];
+        for (key, value) in defaults {
+            if !options.properties.iter().any(|(k, _)| k == key) {
+                writeln!(text, "{key}={value}")?;
+            }
+        }
+        for (key, value) in &options.properties {
+            writeln!(text, "{key}={value}")?;
+        }
+        fs::write(&config, text)?;
+
+        let libs = kafka_libs()?;
+        let classpath = format!("{}/*", libs.display());
+        let output = Command::new("java")
+            .args(["-cp", &classpath, "kafka.tools.StorageTool", "format"])
+            .args(["-t", "MkU3OEVBNTcwNTJENDM2Qk"])
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .context("run kafka StorageTool")?;
+        if !output.status.success() {
+            bail!(
+                "formatting kafka storage failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let mut cluster = Self {
+            name: name.to_string(),
+            port,
+            dir,
+            options,
+            process: None,
+        };
+        cluster.launch()?;
+        Ok(cluster)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let libs = kafka_libs()?;
+        let classpath = format!("{}/*", libs.display());
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let heap = self.options.heap.clone().unwrap_or_else(|| "768m".into());
+        let log4j = self.dir.path().join("log4j2.properties");
+        fs::write(
+            &log4j,
+            "rootLogger.level=WARN\nrootLogger.appenderRef.stdout.ref=STDOUT\n\
+             appender.stdout.type=Console\nappender.stdout.name=STDOUT\n\
+             appender.stdout.layout.type=PatternLayout\n\
+             appender.stdout.layout.pattern=[%d] %p %m (%c)%n\n",
+        )?;
+        let mut command = Command::new("java");
+        command
+            .arg(format!("-Xmx{heap}"))
+            .arg(format!("-Xms{heap}"))
+            .args(["-XX:+UseG1GC", "-XX:TieredStopAtLevel=1", "-Xshare:auto"])
+            .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+            .args(["-cp", &classpath, "kafka.Kafka"])
+            .arg(self.dir.path().join("server.properties"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = ManagedChild::spawn(&format!("kafka-{}", self.name), command)?;
+        self.process = Some(child);
+        self.wait_ready(Duration::from_secs(60))
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        if !wait_for_port(self.port, timeout) {
+            bail!(
+                "kafka {} did not open port {}: {}",
+                self.name,
+                self.port,
+                self.log_tail()
+            );
+        }
+        // The port opens before the broker has registered with its controller: wait for metadata.
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("log_level", "3")
+            .create()?;
+        while Instant::now() < deadline {
+            if let Ok(metadata) = consumer.fetch_metadata(None, Duration::from_secs(2)) {
+                if !metadata.brokers().is_empty() {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!(
+            "kafka {} never became ready: {}",
+            self.name,
+            self.log_tail()
+        )
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("kafka.log")
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Pid of the broker process while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(ManagedChild::pid)
+    }
+
+    /// Stops the broker (SIGTERM, then SIGKILL after 20 s), keeping its data for [`Self::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.terminate(Duration::from_secs(20));
+        }
+    }
+
+    /// Kills the broker with SIGKILL, keeping its data.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts a stopped broker again on the same ports with the same data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.launch()
+    }
+}
+
+impl Drop for KafkaCluster {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

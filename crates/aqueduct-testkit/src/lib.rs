@@ -1,0 +1,159 @@
+//! Real Apache Kafka and ZooKeeper as local processes, for tests, benchmarks and the quickstart.
+//!
+//! Every process runs on 127.0.0.1 with free ports and temporary directories and is killed when its handle
+//! drops or the test process ends (see [`process`]). Kafka jars come from the cache filled by
+//! `tools/install-kafka.sh`.
+
+pub mod kafka;
+pub mod process;
+pub mod sequence;
+pub mod zookeeper;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+pub use kafka::{KafkaCluster, KafkaOptions};
+pub use process::{free_port, ManagedChild};
+pub use sequence::{check_sequences, CheckReport, SequenceProducer};
+pub use zookeeper::ZooKeeper;
+
+/// A topic name unique to this run: `<prefix>-<random>`.
+pub fn random_name(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}
+
+fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("log_level", "3")
+        .create()?)
+}
+
+/// A minimal executor for the admin client's futures (they complete on librdkafka's threads).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context as TaskContext, Poll, Wake, Waker};
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut context = TaskContext::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Creates `topic` with `partitions` partitions, replication factor 1 and the given topic configs.
+pub fn create_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<()> {
+    let admin = admin(bootstrap)?;
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        new_topic = new_topic.set(key, value);
+    }
+    let results = block_on(admin.create_topics(
+        [&new_topic],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))?;
+    for result in results {
+        if let Err((name, code)) = result {
+            bail!("create topic {name}: {code}");
+        }
+    }
+    wait_for_topic(bootstrap, topic, partitions)
+}
+
+/// Adds partitions to `topic` so it has `total` in all.
+pub fn add_partitions(bootstrap: &str, topic: &str, total: usize) -> Result<()> {
+    let admin = admin(bootstrap)?;
+    let results = block_on(admin.create_partitions(
+        [&rdkafka::admin::NewPartitions::new(topic, total)],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))?;
+    for result in results {
+        if let Err((name, code)) = result {
+            bail!("add partitions to {name}: {code}");
+        }
+    }
+    wait_for_topic(bootstrap, topic, total as i32)
+}
+
+/// Sets dynamic configs on `topic`.
+pub fn alter_topic_config(bootstrap: &str, topic: &str, configs: &[(&str, &str)]) -> Result<()> {
+    let admin = admin(bootstrap)?;
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (key, value) in configs {
+        alter = alter.set(key, value);
+    }
+    let results = block_on(admin.alter_configs([&alter], &AdminOptions::new()))?;
+    for result in results {
+        if let Err((_, code)) = result {
+            bail!("alter configs of {topic}: {code}");
+        }
+    }
+    Ok(())
+}
+
+/// The partition count of `topic`, or `None` when it does not exist.
+pub fn partition_count(bootstrap: &str, topic: &str) -> Result<Option<i32>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("log_level", "3")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let Some(t) = metadata.topics().first() else {
+        return Ok(None);
+    };
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(t.partitions().len() as i32))
+}
+
+/// Waits until `topic` shows `partitions` partitions in the metadata.
+pub fn wait_for_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if partition_count(bootstrap, topic)? == Some(partitions) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("topic {topic} did not reach {partitions} partitions");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The topic configs of `topic` that were set explicitly (not broker or built-in defaults).
+pub fn topic_overrides(bootstrap: &str, topic: &str) -> Result<HashMap<String, String>> {
+    let admin = admin(bootstrap)?;
+    let results =
+        block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new()))?;
+    let resource = results.into_iter().next().context("no describe result")??;
+    Ok(resource
+        .entries
+        .into_iter()
+        .filter(|e| matches!(e.source, ConfigSource::DynamicTopic))
+        .filter_map(|e| e.value.map(|v| (e.name, v)))
+        .collect())
+}

@@ -1,0 +1,102 @@
+//! A real ZooKeeper server (Debian's `zookeeper` package) as a local process.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::process::{free_port, wait_for_port, ManagedChild};
+
+const ZK_SERVER: &str = "/usr/share/zookeeper/bin/zkServer.sh";
+
+/// One standalone ZooKeeper server on 127.0.0.1 with a random port. Killed on drop.
+#[derive(Debug)]
+pub struct ZooKeeper {
+    port: u16,
+    dir: tempfile::TempDir,
+    process: Option<ManagedChild>,
+}
+
+impl ZooKeeper {
+    /// Starts a standalone server; installs nothing (run `tools/install-deps.sh` first).
+    pub fn start() -> Result<Self> {
+        if !std::path::Path::new(ZK_SERVER).exists() {
+            bail!(
+                "{ZK_SERVER} is missing: run tools/install-deps.sh (apt-get install -y zookeeper)"
+            );
+        }
+        let dir = tempfile::Builder::new().prefix("aqueduct-zk-").tempdir()?;
+        let port = free_port();
+        let data = dir.path().join("data");
+        fs::create_dir_all(&data)?;
+        fs::write(
+            dir.path().join("zoo.cfg"),
+            format!(
+                "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={port}\n\
+                 clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n\
+                 minSessionTimeout=1000\n",
+                data.display()
+            ),
+        )?;
+        let mut zk = Self {
+            port,
+            dir,
+            process: None,
+        };
+        zk.launch()?;
+        Ok(zk)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let mut command = Command::new(ZK_SERVER);
+        command
+            .arg("start-foreground")
+            .arg(self.dir.path().join("zoo.cfg"))
+            .env("ZOO_LOG_DIR", self.dir.path())
+            .env("JVMFLAGS", "-Xmx256m")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.process = Some(ManagedChild::spawn("zookeeper", command)?);
+        if !wait_for_port(self.port, Duration::from_secs(30)) {
+            bail!("zookeeper did not open port {}", self.port);
+        }
+        Ok(())
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn connect_string(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("zookeeper.out")
+    }
+
+    /// Stops the server, keeping its data.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.terminate(Duration::from_secs(10));
+        }
+    }
+
+    /// Starts a stopped server again on the same port with the same data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.launch()
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+}
