@@ -81,6 +81,24 @@ impl TopicFilter {
     }
 }
 
+/// Topic configs that are not copied to a created destination topic: replication throttles and durability
+/// settings belong to the destination cluster, and timestamp rules would reject mirrored records.
+pub const UNREPLICATED_TOPIC_CONFIGS: &[&str] = &[
+    "follower.replication.throttled.replicas",
+    "leader.replication.throttled.replicas",
+    "message.timestamp.difference.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.type",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+];
+
+/// True when a source topic config is copied to the destination topic created for it.
+pub fn is_replicated_topic_config(name: &str) -> bool {
+    !UNREPLICATED_TOPIC_CONFIGS.contains(&name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +153,8 @@ mod tests {
         assert!(filter.matches("__special"));
         assert!(!filter.matches("__consumer_offsets"));
         let all = TopicFilter::new(&[], Some(".*"), None).unwrap();
+        assert!(is_replicated_topic_config("cleanup.policy"));
+        assert!(!is_replicated_topic_config("min.insync.replicas"));
         assert!(!all.matches("__consumer_offsets"));
     }
 }

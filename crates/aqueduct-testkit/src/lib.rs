@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use futures_executor::block_on;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewTopic, ResourceSpecifier,
     TopicReplication,
@@ -36,27 +37,6 @@ fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
         .set("bootstrap.servers", bootstrap)
         .set("log_level", "3")
         .create()?)
-}
-
-/// A minimal executor for the admin client's futures (they complete on librdkafka's threads).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::sync::Arc;
-    use std::task::{Context as TaskContext, Poll, Wake, Waker};
-    struct ThreadWaker(std::thread::Thread);
-    impl Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut context = TaskContext::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        match future.as_mut().poll(&mut context) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
-        }
-    }
 }
 
 /// Creates `topic` with `partitions` partitions, replication factor 1 and the given topic configs.

@@ -1,1 +1,139 @@
-fn main() {}
+//! The `aqueduct` node binary.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aqueduct_engine::status::NodeStatus;
+use aqueduct_engine::Engine;
+use aqueduct_model::config::NodeConfig;
+use clap::{Parser, Subcommand};
+use tracing::{info, warn};
+
+#[derive(Debug, Parser)]
+#[command(name = "aqueduct", version, about = "Multi-tenant Kafka mirroring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a node with the datastreams declared in its config file.
+    Server {
+        /// Path of the TOML config file; `AQUEDUCT__`-prefixed environment variables override it.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validates a config file (with environment overrides) and prints the datastreams it declares.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AQUEDUCT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Server { config } => server(&config),
+        Command::CheckConfig { config } => check_config(&config),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn check_config(path: &Path) -> Result<()> {
+    let config = NodeConfig::load(path)?;
+    println!("{}: valid", path.display());
+    for stream in &config.datastreams {
+        let sources: Vec<&str> = stream.sources.iter().map(|s| s.cluster.as_str()).collect();
+        println!(
+            "  datastream {}: {} -> {} ({})",
+            stream.name,
+            sources.join(","),
+            stream.destination,
+            stream.destination_topic
+        );
+    }
+    Ok(())
+}
+
+fn server(path: &Path) -> Result<()> {
+    let config = NodeConfig::load(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
+    let engine = Engine::start(&config).context("start the engine")?;
+    let status_every = config.node.status_interval_secs;
+    let status_file = config.node.status_file.clone().map(PathBuf::from);
+    runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("listen for SIGTERM")?;
+        let period = Duration::from_secs(status_every.max(1));
+        let mut ticker = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => { info!("interrupted; shutting down"); break; }
+                _ = terminate.recv() => { info!("terminated; shutting down"); break; }
+                _ = ticker.tick() => {
+                    if status_every > 0 {
+                        report(&engine.status(), status_file.as_deref());
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    engine.shutdown();
+    info!("stopped");
+    Ok(())
+}
+
+/// Logs one line per datastream and writes the status snapshot file, if one is configured.
+fn report(status: &NodeStatus, file: Option<&Path>) {
+    for stream in &status.streams {
+        let partitions = stream.partitions().count();
+        let unhealthy: Vec<String> = stream
+            .partitions()
+            .filter(|p| !matches!(p.health, aqueduct_engine::status::PartitionHealth::Running))
+            .map(|p| format!("{}-{}", p.topic, p.partition))
+            .collect();
+        info!(
+            stream = %stream.name,
+            tasks = stream.tasks.len(),
+            partitions,
+            records = stream.records_acked(),
+            unhealthy = ?unhealthy,
+            errors = ?stream.errors,
+            "status"
+        );
+    }
+    if let Some(file) = file {
+        let write = serde_json::to_vec_pretty(status)
+            .map_err(anyhow::Error::from)
+            .and_then(|json| {
+                let tmp = file.with_extension("tmp");
+                std::fs::write(&tmp, json)?;
+                std::fs::rename(&tmp, file)?;
+                Ok(())
+            });
+        if let Err(error) = write {
+            warn!(file = %file.display(), %error, "cannot write status file");
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! State of one source partition, shared by the task that reads it and the producer callbacks that
+//! acknowledge its records.
+
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aqueduct_model::offsets::{AckOutcome, PartitionOffsets};
+use rdkafka::error::KafkaError;
+
+use crate::status::PartitionHealth;
+
+/// Where the records of a source topic go.
+#[derive(Debug)]
+pub struct Route {
+    pub destination_topic: String,
+    /// Partition count of the destination topic, refreshed by discovery.
+    pub destination_partitions: AtomicI32,
+}
+
+/// A failed delivery, handled by the owning task (rewind or pause).
+#[derive(Debug)]
+pub struct DeliveryFailure {
+    pub partition: Arc<PartitionState>,
+    pub offset: i64,
+    pub generation: u64,
+    pub error: KafkaError,
+}
+
+/// Failures reported by producer callbacks to a task.
+#[derive(Debug, Default)]
+pub struct FailureInbox {
+    failures: Mutex<Vec<DeliveryFailure>>,
+}
+
+impl FailureInbox {
+    pub fn push(&self, failure: DeliveryFailure) {
+        self.failures.lock().expect("failure inbox").push(failure);
+    }
+
+    pub fn take(&self) -> Vec<DeliveryFailure> {
+        std::mem::take(&mut *self.failures.lock().expect("failure inbox"))
+    }
+}
+
+/// One source partition of a task.
+#[derive(Debug)]
+pub struct PartitionState {
+    pub topic: String,
+    pub partition: i32,
+    pub route: Arc<Route>,
+    offsets: Mutex<PartitionOffsets>,
+    /// Bumped on every rewind; acknowledgements of an older generation are ignored.
+    generation: AtomicU64,
+    health: Mutex<PartitionHealth>,
+    /// Where failed deliveries of this partition are reported.
+    pub inbox: Arc<FailureInbox>,
+    pub records_sent: AtomicU64,
+    pub records_acked: AtomicU64,
+    pub bytes_acked: AtomicU64,
+    /// The last offset committed to the source cluster.
+    committed: AtomicU64,
+}
+
+impl PartitionState {
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        route: Arc<Route>,
+        position: i64,
+        inbox: Arc<FailureInbox>,
+    ) -> Self {
+        Self {
+            topic: topic.to_string(),
+            partition,
+            route,
+            offsets: Mutex::new(PartitionOffsets::new(position)),
+            generation: AtomicU64::new(0),
+            health: Mutex::new(PartitionHealth::Running),
+            inbox,
+            records_sent: AtomicU64::new(0),
+            records_acked: AtomicU64::new(0),
+            bytes_acked: AtomicU64::new(0),
+            committed: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Records that `offset` was handed to a producer.
+    pub fn sent(&self, offset: i64) {
+        self.offsets.lock().expect("offsets").sent(offset);
+        self.records_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records an acknowledgement from the destination.
+    pub fn acked(&self, offset: i64, generation: u64, bytes: u64) {
+        let mut offsets = self.offsets.lock().expect("offsets");
+        if generation != self.generation.load(Ordering::Acquire) {
+            return;
+        }
+        if offsets.acked(offset) == AckOutcome::Recorded {
+            self.records_acked.fetch_add(1, Ordering::Relaxed);
+            self.bytes_acked.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// The offset below which every record was acknowledged.
+    pub fn committable(&self) -> i64 {
+        self.offsets.lock().expect("offsets").committable()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.offsets.lock().expect("offsets").in_flight()
+    }
+
+    /// Drops everything in flight and restarts bookkeeping at `position`; late acknowledgements of the
+    /// records dropped here are ignored.
+    pub fn rewind(&self, position: i64) {
+        let mut offsets = self.offsets.lock().expect("offsets");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        offsets.reset(position);
+    }
+
+    pub fn health(&self) -> PartitionHealth {
+        self.health.lock().expect("health").clone()
+    }
+
+    pub fn set_health(&self, health: PartitionHealth) {
+        *self.health.lock().expect("health") = health;
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(*self.health.lock().expect("health"), PartitionHealth::Running)
+    }
+
+    /// The last committed offset, if any commit happened.
+    pub fn committed(&self) -> Option<i64> {
+        match self.committed.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            offset => Some(offset as i64),
+        }
+    }
+
+    pub fn set_committed(&self, offset: i64) {
+        self.committed.store(offset as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,165 @@
+//! Producers shared by the tasks that write to one destination cluster.
+//!
+//! A pool holds a fixed number of producers for its lifetime; a task borrows the least-loaded one and gives
+//! it back when it stops. A task never closes a producer, so a failing task cannot break the others.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use tracing::{error, warn};
+
+use crate::budget::InFlightBudget;
+use crate::partition::{DeliveryFailure, PartitionState};
+
+/// What travels with a record through the producer and comes back in its delivery report.
+#[derive(Debug)]
+pub struct Delivery {
+    pub partition: Arc<PartitionState>,
+    pub offset: i64,
+    pub generation: u64,
+    /// Cost against the in-flight budget.
+    pub cost: u64,
+    /// Key and value bytes.
+    pub bytes: u64,
+}
+
+/// Handles delivery reports: acknowledgements advance the partition's offsets, failures go to its task.
+pub struct MirrorContext {
+    budget: Arc<InFlightBudget>,
+    name: String,
+}
+
+impl ClientContext for MirrorContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::Fatal)) {
+            error!(producer = %self.name, %error, reason, "fatal producer error");
+        } else {
+            warn!(producer = %self.name, %error, reason, "producer error");
+        }
+    }
+}
+
+impl ProducerContext for MirrorContext {
+    type DeliveryOpaque = Box<Delivery>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
+        self.budget.give(delivery.cost);
+        match result {
+            Ok(message) => {
+                debug_assert!(message.offset() >= 0);
+                delivery
+                    .partition
+                    .acked(delivery.offset, delivery.generation, delivery.bytes);
+            }
+            Err((error, _)) => {
+                let partition = Arc::clone(&delivery.partition);
+                partition.inbox.push(DeliveryFailure {
+                    partition: Arc::clone(&delivery.partition),
+                    offset: delivery.offset,
+                    generation: delivery.generation,
+                    error: error.clone(),
+                });
+            }
+        }
+    }
+}
+
+pub type MirrorProducer = ThreadedProducer<MirrorContext>;
+
+/// A producer of the pool with the number of tasks using it.
+pub struct PooledProducer {
+    pub producer: MirrorProducer,
+    users: AtomicUsize,
+}
+
+/// The producers of one destination cluster (or of one stream with its own producer settings).
+pub struct ProducerPool {
+    name: String,
+    producers: Vec<Arc<PooledProducer>>,
+}
+
+/// A producer lent to a task; returned to the pool on drop.
+pub struct ProducerLease {
+    pooled: Arc<PooledProducer>,
+}
+
+impl ProducerLease {
+    pub fn producer(&self) -> &MirrorProducer {
+        &self.pooled.producer
+    }
+}
+
+impl Drop for ProducerLease {
+    fn drop(&mut self) {
+        self.pooled.users.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ProducerPool {
+    /// Creates `size` producers from `config`.
+    pub fn new(
+        name: &str,
+        config: &ClientConfig,
+        size: usize,
+        budget: &Arc<InFlightBudget>,
+    ) -> Result<Self, KafkaError> {
+        let mut producers = Vec::with_capacity(size);
+        for index in 0..size {
+            let mut config = config.clone();
+            let client_id = format!(
+                "{}-{index}",
+                config.get("client.id").unwrap_or("aqueduct-producer")
+            );
+            config.set("client.id", client_id.clone());
+            let producer: MirrorProducer = config.create_with_context(MirrorContext {
+                budget: Arc::clone(budget),
+                name: client_id,
+            })?;
+            producers.push(Arc::new(PooledProducer {
+                producer,
+                users: AtomicUsize::new(0),
+            }));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            producers,
+        })
+    }
+
+    /// Lends the producer with the fewest tasks.
+    pub fn lease(&self) -> ProducerLease {
+        let pooled = self
+            .producers
+            .iter()
+            .min_by_key(|p| p.users.load(Ordering::Relaxed))
+            .expect("a pool has at least one producer");
+        pooled.users.fetch_add(1, Ordering::Relaxed);
+        ProducerLease {
+            pooled: Arc::clone(pooled),
+        }
+    }
+
+    /// Records queued in the pool's producers and not yet acknowledged.
+    pub fn queued(&self) -> i32 {
+        self.producers.iter().map(|p| p.producer.in_flight_count()).sum()
+    }
+
+    /// Waits until every queued record is acknowledged or failed.
+    pub fn flush(&self, timeout: Duration) {
+        for pooled in &self.producers {
+            if let Err(error) = pooled.producer.flush(timeout) {
+                warn!(pool = %self.name, %error, "flush did not complete");
+            }
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        self.producers.len()
+    }
+}

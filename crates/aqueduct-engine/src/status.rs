@@ -1,0 +1,77 @@
+//! What a node reports about its datastreams: every task, its partitions, their health and offsets.
+
+use serde::Serialize;
+
+/// Health of one source partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "kebab-case")]
+pub enum PartitionHealth {
+    /// Records flow.
+    Running,
+    /// Stopped because the destination rejects a record for good (too large, not authorized...). The record
+    /// is not dropped: the partition's committed offset stays below it.
+    Paused(String),
+    /// Stopped because its committed offset is no longer in the source log (truncated or re-created topic)
+    /// and the stream's policy is not to skip.
+    Error(String),
+}
+
+/// One partition of a task.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    pub destination_topic: String,
+    #[serde(flatten)]
+    pub health: PartitionHealth,
+    /// The offset last committed to the source cluster.
+    pub committed_offset: Option<i64>,
+    /// Records sent and not yet acknowledged.
+    pub in_flight: usize,
+    pub records_acked: u64,
+}
+
+/// One task: a consumer and the partitions it reads.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskStatus {
+    pub id: String,
+    pub source_cluster: String,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One datastream on this node.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    pub name: String,
+    pub paused: bool,
+    pub tasks: Vec<TaskStatus>,
+    /// Problems of the stream as a whole (for example a destination topic that cannot be created).
+    pub errors: Vec<String>,
+}
+
+impl StreamStatus {
+    /// All partitions of all tasks.
+    pub fn partitions(&self) -> impl Iterator<Item = &PartitionStatus> {
+        self.tasks.iter().flat_map(|t| t.partitions.iter())
+    }
+
+    pub fn records_acked(&self) -> u64 {
+        self.partitions().map(|p| p.records_acked).sum()
+    }
+}
+
+/// The whole node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub streams: Vec<StreamStatus>,
+    pub in_flight_bytes: u64,
+    pub max_in_flight_bytes: u64,
+    /// How many times tasks waited because the in-flight cap was reached.
+    pub backpressure_waits: u64,
+}
+
+impl NodeStatus {
+    pub fn stream(&self, name: &str) -> Option<&StreamStatus> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+}

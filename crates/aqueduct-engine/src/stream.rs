@@ -1,0 +1,441 @@
+//! A datastream on this node: discovery of its source topics and partitions, creation of its destination
+//! topics, and the tasks that copy the records.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use aqueduct_model::config::{ClusterConfig, DatastreamConfig, NodeSettings};
+use aqueduct_model::naming::{is_replicated_topic_config, TopicFilter, TopicNaming};
+use aqueduct_model::placement::task_for_partition;
+use futures_executor::block_on;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::{error, info, warn};
+
+use crate::budget::InFlightBudget;
+use crate::client::{admin_config, consumer_config};
+use crate::partition::Route;
+use crate::producer::ProducerPool;
+use crate::status::StreamStatus;
+use crate::task::{self, NewPartition, TaskHandle, TaskSpec};
+use crate::EngineError;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a stream needs from its node.
+pub struct StreamContext {
+    pub stream: Arc<DatastreamConfig>,
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    pub node: NodeSettings,
+    pub pool: Arc<ProducerPool>,
+    pub budget: Arc<InFlightBudget>,
+}
+
+#[derive(Default)]
+struct StreamShared {
+    tasks: Mutex<BTreeMap<String, TaskHandle>>,
+    errors: Mutex<Vec<String>>,
+}
+
+/// A running datastream.
+pub struct StreamRunner {
+    name: String,
+    paused: bool,
+    stop: Arc<AtomicBool>,
+    shared: Arc<StreamShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StreamRunner {
+    /// Starts discovery (and with it the tasks) of a stream; a paused stream runs nothing.
+    pub fn start(context: StreamContext) -> Result<Self, EngineError> {
+        let name = context.stream.name.clone();
+        let paused = context.stream.paused;
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(StreamShared::default());
+        let thread = if paused {
+            info!(stream = %name, "stream is paused");
+            None
+        } else {
+            let mut discovery = Discovery::new(context, Arc::clone(&shared))?;
+            let stop = Arc::clone(&stop);
+            Some(
+                std::thread::Builder::new()
+                    .name(format!("discovery-{name}"))
+                    .spawn(move || discovery.run(&stop))
+                    .map_err(|e| EngineError::Start(e.to_string()))?,
+            )
+        };
+        Ok(Self {
+            name,
+            paused,
+            stop,
+            shared,
+            thread,
+        })
+    }
+
+    pub fn status(&self) -> StreamStatus {
+        StreamStatus {
+            name: self.name.clone(),
+            paused: self.paused,
+            tasks: self
+                .shared
+                .tasks
+                .lock()
+                .expect("stream tasks")
+                .values()
+                .map(TaskHandle::status)
+                .collect(),
+            errors: self.shared.errors.lock().expect("stream errors").clone(),
+        }
+    }
+
+    /// Stops discovery and every task (each drains and commits).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let mut tasks = std::mem::take(&mut *self.shared.tasks.lock().expect("stream tasks"));
+        for task in tasks.values() {
+            task.request_stop();
+        }
+        for task in tasks.values_mut() {
+            task.stop();
+        }
+    }
+}
+
+impl Drop for StreamRunner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Source {
+    cluster: String,
+    filter: TopicFilter,
+    metadata: BaseConsumer,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+struct Discovery {
+    context: StreamContext,
+    shared: Arc<StreamShared>,
+    naming: TopicNaming,
+    sources: Vec<Source>,
+    destination_metadata: BaseConsumer,
+    destination_admin: AdminClient<DefaultClientContext>,
+    routes: HashMap<String, Arc<Route>>,
+    known: HashSet<(usize, String, i32)>,
+}
+
+impl Discovery {
+    fn new(context: StreamContext, shared: Arc<StreamShared>) -> Result<Self, EngineError> {
+        let stream = &context.stream;
+        let naming = TopicNaming::parse(&stream.destination_topic).map_err(EngineError::Config)?;
+        let mut sources = Vec::new();
+        for source in &stream.sources {
+            let cluster = cluster(&context.clusters, &source.cluster)?;
+            let filter = TopicFilter::new(
+                &source.topics,
+                source.topic_pattern.as_deref(),
+                source.exclude_pattern.as_deref(),
+            )
+            .map_err(|e| EngineError::Config(e.to_string()))?;
+            sources.push(Source {
+                cluster: source.cluster.clone(),
+                filter,
+                metadata: admin_config(cluster).create()?,
+                admin: admin_config(cluster).create()?,
+            });
+        }
+        let destination = cluster(&context.clusters, &stream.destination)?;
+        Ok(Self {
+            destination_metadata: admin_config(destination).create()?,
+            destination_admin: admin_config(destination).create()?,
+            context,
+            shared,
+            naming,
+            sources,
+            routes: HashMap::new(),
+            known: HashSet::new(),
+        })
+    }
+
+    fn run(&mut self, stop: &AtomicBool) {
+        let interval = Duration::from_secs(self.context.stream.topic_refresh_interval_secs);
+        while !stop.load(Ordering::Acquire) {
+            let errors = self.discover();
+            *self.shared.errors.lock().expect("stream errors") = errors;
+            let next = Instant::now() + interval;
+            while Instant::now() < next && !stop.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Lists the source topics, prepares their destinations and hands new partitions to tasks. Returns the
+    /// problems found (they are retried at the next round).
+    fn discover(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for index in 0..self.sources.len() {
+            let topics = match self.list_source_topics(index) {
+                Ok(topics) => topics,
+                Err(error) => {
+                    let cluster = &self.sources[index].cluster;
+                    warn!(stream = %self.context.stream.name, %cluster, %error, "cannot list source topics");
+                    errors.push(format!("cannot list topics of source cluster {cluster}: {error}"));
+                    continue;
+                }
+            };
+            let mut by_task: BTreeMap<usize, Vec<NewPartition>> = BTreeMap::new();
+            for (topic, partitions) in topics {
+                let new: Vec<i32> = (0..partitions)
+                    .filter(|p| !self.known.contains(&(index, topic.clone(), *p)))
+                    .collect();
+                if new.is_empty() {
+                    continue;
+                }
+                let route = match self.prepare_destination(index, &topic, partitions) {
+                    Ok(route) => route,
+                    Err(error) => {
+                        error!(stream = %self.context.stream.name, %topic, %error, "destination not ready");
+                        errors.push(error);
+                        continue;
+                    }
+                };
+                let tasks = self.context.stream.max_tasks;
+                for partition in new {
+                    self.known.insert((index, topic.clone(), partition));
+                    by_task
+                        .entry(task_for_partition(&topic, partition, tasks))
+                        .or_default()
+                        .push(NewPartition {
+                            topic: topic.clone(),
+                            partition,
+                            route: Arc::clone(&route),
+                        });
+                }
+            }
+            for (task_index, partitions) in by_task {
+                if let Err(error) = self.hand_to_task(index, task_index, partitions) {
+                    errors.push(error.to_string());
+                }
+            }
+        }
+        errors
+    }
+
+    /// Matching topics of source `index` with their partition counts.
+    fn list_source_topics(&self, index: usize) -> Result<Vec<(String, i32)>, EngineError> {
+        let source = &self.sources[index];
+        let metadata = source.metadata.fetch_metadata(None, METADATA_TIMEOUT)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && source.filter.matches(t.name()))
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+            .filter(|(_, partitions)| *partitions > 0)
+            .collect())
+    }
+
+    /// Makes sure the destination topic of `topic` exists with at least `partitions` partitions.
+    fn prepare_destination(
+        &mut self,
+        index: usize,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<Arc<Route>, String> {
+        let source_cluster = &self.sources[index].cluster;
+        let destination = self.naming.destination(source_cluster, topic);
+        let stream = Arc::clone(&self.context.stream);
+        let existing = self
+            .destination_partitions(&destination)
+            .map_err(|e| format!("cannot read destination topic {destination}: {e}"))?;
+        let count = match existing {
+            None if !stream.create_topics => {
+                return Err(format!(
+                    "destination topic {destination} does not exist and create_topics is off"
+                ));
+            }
+            None => {
+                self.create_destination(index, topic, &destination, partitions)?;
+                partitions
+            }
+            Some(count) if count < partitions && stream.create_topics => {
+                self.grow_destination(&destination, partitions)?;
+                partitions
+            }
+            Some(count) => count,
+        };
+        let route = self
+            .routes
+            .entry(destination.clone())
+            .or_insert_with(|| {
+                Arc::new(Route {
+                    destination_topic: destination,
+                    destination_partitions: AtomicI32::new(count),
+                })
+            })
+            .clone();
+        route
+            .destination_partitions
+            .fetch_max(count, Ordering::Relaxed);
+        Ok(route)
+    }
+
+    fn destination_partitions(&self, topic: &str) -> Result<Option<i32>, EngineError> {
+        let metadata = self
+            .destination_metadata
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+        Ok(metadata
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as i32))
+    }
+
+    /// Creates the destination topic with the source's partition count and topic configs.
+    fn create_destination(
+        &self,
+        index: usize,
+        topic: &str,
+        destination: &str,
+        partitions: i32,
+    ) -> Result<(), String> {
+        let source = &self.sources[index];
+        let configs = block_on(source.admin.describe_configs(
+            [&ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT)),
+        ))
+        .map_err(|e| format!("cannot read configs of source topic {topic}: {e}"))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("no configs returned for source topic {topic}"))?
+        .map_err(|e| format!("cannot read configs of source topic {topic}: {e}"))?;
+        let overrides: Vec<(String, String)> = configs
+            .entries
+            .into_iter()
+            .filter(|e| matches!(e.source, ConfigSource::DynamicTopic))
+            .filter(|e| is_replicated_topic_config(&e.name))
+            .filter_map(|e| e.value.map(|v| (e.name, v)))
+            .collect();
+        let mut new_topic = NewTopic::new(
+            destination,
+            partitions,
+            TopicReplication::Fixed(self.context.stream.replication_factor),
+        );
+        for (key, value) in &overrides {
+            new_topic = new_topic.set(key, value);
+        }
+        let results = block_on(self.destination_admin.create_topics(
+            [&new_topic],
+            &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)),
+        ))
+        .map_err(|e| format!("cannot create destination topic {destination}: {e}"))?;
+        for result in results {
+            match result {
+                Ok(_) => info!(
+                    stream = %self.context.stream.name,
+                    topic = destination,
+                    partitions,
+                    configs = ?overrides,
+                    "destination topic created"
+                ),
+                // Another stream or node created it first: fine.
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(format!("cannot create destination topic {destination}: {code}"))
+                }
+            }
+        }
+        self.wait_for_destination(destination, partitions)
+    }
+
+    /// Adds partitions to an existing destination topic so identity partitioning keeps working.
+    fn grow_destination(&self, destination: &str, partitions: i32) -> Result<(), String> {
+        let results = block_on(self.destination_admin.create_partitions(
+            [&NewPartitions::new(destination, partitions as usize)],
+            &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)),
+        ))
+        .map_err(|e| format!("cannot add partitions to {destination}: {e}"))?;
+        for result in results {
+            match result {
+                Ok(_) => info!(stream = %self.context.stream.name, topic = destination, partitions, "destination partitions added"),
+                Err((_, RDKafkaErrorCode::InvalidPartitions)) => {}
+                Err((_, code)) => return Err(format!("cannot add partitions to {destination}: {code}")),
+            }
+        }
+        self.wait_for_destination(destination, partitions)
+    }
+
+    fn wait_for_destination(&self, destination: &str, partitions: i32) -> Result<(), String> {
+        let deadline = Instant::now() + METADATA_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(count)) = self.destination_partitions(destination) {
+                if count >= partitions {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!(
+            "destination topic {destination} did not show {partitions} partitions in time"
+        ))
+    }
+
+    fn hand_to_task(
+        &self,
+        source_index: usize,
+        task_index: usize,
+        partitions: Vec<NewPartition>,
+    ) -> Result<(), EngineError> {
+        let stream = &self.context.stream;
+        let source_cluster = &self.sources[source_index].cluster;
+        let id = format!("{}-{source_cluster}-{task_index}", stream.name);
+        let mut tasks = self.shared.tasks.lock().expect("stream tasks");
+        if !tasks.contains_key(&id) {
+            let cluster = cluster(&self.context.clusters, source_cluster)?;
+            let consumer: BaseConsumer = consumer_config(
+                cluster,
+                &stream.consumer_properties,
+                &stream.group_id(),
+                &format!("aqueduct-{id}"),
+                self.context.node.consumer_prefetch_bytes,
+            )
+            .create()?;
+            let handle = task::spawn(TaskSpec {
+                id: id.clone(),
+                source_cluster: source_cluster.clone(),
+                stream: Arc::clone(stream),
+                consumer,
+                producer: self.context.pool.lease(),
+                budget: Arc::clone(&self.context.budget),
+                commit_interval: Duration::from_millis(self.context.node.commit_interval_ms),
+            })
+            .map_err(|e| EngineError::Start(e.to_string()))?;
+            tasks.insert(id.clone(), handle);
+        }
+        tasks[&id].add_partitions(partitions);
+        Ok(())
+    }
+}
+
+fn cluster<'a>(
+    clusters: &'a BTreeMap<String, ClusterConfig>,
+    name: &str,
+) -> Result<&'a ClusterConfig, EngineError> {
+    clusters
+        .get(name)
+        .ok_or_else(|| EngineError::Config(format!("unknown cluster `{name}`")))
+}

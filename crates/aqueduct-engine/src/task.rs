@@ -1,0 +1,602 @@
+//! A mirror task: one consumer reading assigned source partitions and writing to a pooled producer.
+//!
+//! The loop runs on its own thread. Records are handed to the producer in offset order per partition; the
+//! producer's delivery reports advance each partition's offsets; the task commits, at a fixed interval, the
+//! offset below which everything was acknowledged (see `docs/adr/0001-offset-commit-rule.md`). Partitions
+//! are assigned with `assign()`, never by consumer-group rebalancing (`docs/adr/0002-assignment-without-consumer-groups.md`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use aqueduct_model::config::DatastreamConfig;
+use aqueduct_model::placement::destination_partition;
+use aqueduct_model::start::{start_offset, LogBounds, StartDecision};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, error, info, warn};
+
+use crate::budget::InFlightBudget;
+use crate::partition::{DeliveryFailure, FailureInbox, PartitionState, Route};
+use crate::producer::{Delivery, ProducerLease};
+use crate::status::{PartitionHealth, PartitionStatus, TaskStatus};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping task waits for its records in flight to be acknowledged before its last commit.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A source partition handed to a task.
+#[derive(Debug, Clone)]
+pub struct NewPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub route: Arc<Route>,
+}
+
+/// The running task as seen from its stream.
+pub struct TaskHandle {
+    pub id: String,
+    pub source_cluster: String,
+    stop: Arc<AtomicBool>,
+    commands: Sender<Vec<NewPartition>>,
+    partitions: Arc<Mutex<Vec<Arc<PartitionState>>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TaskHandle {
+    /// Hands new partitions to the task.
+    pub fn add_partitions(&self, partitions: Vec<NewPartition>) {
+        if self.commands.send(partitions).is_err() {
+            warn!(task = %self.id, "task is gone; partitions not added");
+        }
+    }
+
+    pub fn status(&self) -> TaskStatus {
+        let partitions = self.partitions.lock().expect("task partitions");
+        TaskStatus {
+            id: self.id.clone(),
+            source_cluster: self.source_cluster.clone(),
+            partitions: partitions
+                .iter()
+                .map(|p| PartitionStatus {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    destination_topic: p.route.destination_topic.clone(),
+                    health: p.health(),
+                    committed_offset: p.committed(),
+                    in_flight: p.in_flight(),
+                    records_acked: p.records_acked.load(Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+
+    /// Asks the task to stop without waiting.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Stops the task: no more consumption, in-flight records drained, offsets committed.
+    pub fn stop(&mut self) {
+        self.request_stop();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                error!(task = %self.id, "task thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for TaskHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Everything a task needs to start.
+pub struct TaskSpec {
+    pub id: String,
+    pub source_cluster: String,
+    pub stream: Arc<DatastreamConfig>,
+    pub consumer: BaseConsumer,
+    pub producer: ProducerLease,
+    pub budget: Arc<InFlightBudget>,
+    pub commit_interval: Duration,
+}
+
+/// Starts a task thread.
+pub fn spawn(spec: TaskSpec) -> std::io::Result<TaskHandle> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (commands, inbox_rx) = std::sync::mpsc::channel();
+    let partitions = Arc::new(Mutex::new(Vec::new()));
+    let id = spec.id.clone();
+    let source_cluster = spec.source_cluster.clone();
+    let mut task = MirrorTask {
+        id: spec.id,
+        stream: spec.stream,
+        consumer: spec.consumer,
+        producer: spec.producer,
+        budget: spec.budget,
+        commit_interval: spec.commit_interval,
+        stop: Arc::clone(&stop),
+        commands: inbox_rx,
+        listed: Arc::clone(&partitions),
+        by_topic: HashMap::new(),
+        failures: Arc::new(FailureInbox::default()),
+        last_commit: Instant::now(),
+        deferred: Vec::new(),
+        deferred_since: Instant::now(),
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("task-{id}"))
+        .spawn(move || task.run())?;
+    Ok(TaskHandle {
+        id,
+        source_cluster,
+        stop,
+        commands,
+        partitions,
+        thread: Some(thread),
+    })
+}
+
+struct MirrorTask {
+    id: String,
+    stream: Arc<DatastreamConfig>,
+    consumer: BaseConsumer,
+    producer: ProducerLease,
+    budget: Arc<InFlightBudget>,
+    commit_interval: Duration,
+    stop: Arc<AtomicBool>,
+    commands: Receiver<Vec<NewPartition>>,
+    /// Partitions as listed in the status, in the order they were added.
+    listed: Arc<Mutex<Vec<Arc<PartitionState>>>>,
+    /// Partitions by topic name and partition number, for the hot path.
+    by_topic: HashMap<String, Vec<Option<Arc<PartitionState>>>>,
+    failures: Arc<FailureInbox>,
+    last_commit: Instant,
+    /// Partitions whose start could not be determined yet.
+    deferred: Vec<NewPartition>,
+    deferred_since: Instant,
+}
+
+/// Errors after which retrying the same record cannot succeed: the partition is paused with the reason.
+fn is_permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTimestamp
+                | RDKafkaErrorCode::PolicyViolation
+                | RDKafkaErrorCode::InvalidRequiredAcks
+        )
+    )
+}
+
+impl MirrorTask {
+    fn run(&mut self) {
+        info!(task = %self.id, "task started");
+        let mut last_housekeeping = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            if last_housekeeping.elapsed() >= Duration::from_millis(5) {
+                self.housekeeping();
+                last_housekeeping = Instant::now();
+            }
+            if self.budget.is_exhausted() {
+                self.budget.note_throttled();
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            let (failure, error) = match self.consumer.poll(Duration::from_millis(50)) {
+                None => (None, None),
+                Some(Ok(message)) => (self.forward(&message), None),
+                Some(Err(error)) => (None, Some(error)),
+            };
+            if let Some(failure) = failure {
+                self.on_delivery_failure(failure);
+            }
+            if let Some(error) = error {
+                self.on_consumer_error(error);
+            }
+        }
+        self.drain_and_commit();
+        info!(task = %self.id, "task stopped");
+    }
+
+    fn housekeeping(&mut self) {
+        while let Ok(partitions) = self.commands.try_recv() {
+            self.add_partitions(partitions);
+        }
+        if !self.deferred.is_empty() && self.deferred_since.elapsed() >= Duration::from_secs(1) {
+            let retry = std::mem::take(&mut self.deferred);
+            self.add_partitions(retry);
+        }
+        for failure in self.failures.take() {
+            self.on_delivery_failure(failure);
+        }
+        if self.last_commit.elapsed() >= self.commit_interval {
+            self.commit(CommitMode::Async);
+        }
+    }
+
+    fn partition(&self, topic: &str, partition: i32) -> Option<&Arc<PartitionState>> {
+        self.by_topic.get(topic)?.get(partition as usize)?.as_ref()
+    }
+
+    /// Hands one source record to the producer, keeping key, value, headers and timestamp. Returns the
+    /// failure when the producer refused the record at once.
+    fn forward(&self, message: &BorrowedMessage<'_>) -> Option<DeliveryFailure> {
+        let Some(state) = self.partition(message.topic(), message.partition()) else {
+            debug!(task = %self.id, topic = message.topic(), "record of an unknown partition");
+            return None;
+        };
+        if !state.is_running() {
+            // Paused or in error: the record stays uncommitted and is read again on resume.
+            return None;
+        }
+        let state = Arc::clone(state);
+        let offset = message.offset();
+        let key = message.key();
+        let payload = message.payload();
+        let mut bytes = key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
+        let headers = message.headers().map(|headers| {
+            let mut owned = OwnedHeaders::new_with_capacity(headers.count());
+            for header in headers.iter() {
+                bytes += header.key.len() + header.value.map_or(0, <[u8]>::len);
+                owned = owned.insert(Header {
+                    key: header.key,
+                    value: header.value,
+                });
+            }
+            owned
+        });
+        let cost = InFlightBudget::cost(bytes);
+        let route = Arc::clone(&state.route);
+        let delivery = Box::new(Delivery {
+            partition: Arc::clone(&state),
+            offset,
+            generation: state.generation(),
+            cost,
+            bytes: bytes as u64,
+        });
+        let mut record: BaseRecord<'_, [u8], [u8], Box<Delivery>> =
+            BaseRecord::with_opaque_to(&route.destination_topic, delivery);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        if let Some(timestamp) = message.timestamp().to_millis() {
+            record = record.timestamp(timestamp);
+        }
+        if let Some(partition) = destination_partition(
+            self.stream.partitioning,
+            message.partition(),
+            route.destination_partitions.load(Ordering::Relaxed),
+        ) {
+            record = record.partition(partition);
+        }
+        state.sent(offset);
+        self.budget.take(cost);
+        loop {
+            match self.producer.producer().send(record) {
+                Ok(()) => return None,
+                Err((error, returned))
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                {
+                    // The producer queue is full: wait for deliveries (the budget normally prevents this).
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(1));
+                    if self.stop.load(Ordering::Acquire) {
+                        self.budget.give(cost);
+                        return None;
+                    }
+                }
+                Err((error, _)) => {
+                    self.budget.give(cost);
+                    return Some(DeliveryFailure {
+                        generation: state.generation(),
+                        partition: state,
+                        offset,
+                        error,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A record could not be delivered. Permanent rejections pause the partition with the reason; anything
+    /// else rewinds the partition to its committable offset and sends again (duplicates, never loss).
+    fn on_delivery_failure(&mut self, failure: DeliveryFailure) {
+        let state = &failure.partition;
+        if failure.generation != state.generation() || !state.is_running() {
+            return;
+        }
+        let tp = tpl(&state.topic, state.partition, Offset::Invalid);
+        if is_permanent(&failure.error) {
+            let reason = format!(
+                "destination rejected offset {} for good: {}",
+                failure.offset, failure.error
+            );
+            error!(task = %self.id, topic = %state.topic, partition = state.partition, %reason, "partition paused");
+            state.set_health(PartitionHealth::Paused(reason));
+            if let Err(error) = self.consumer.pause(&tp) {
+                warn!(task = %self.id, %error, "pause failed");
+            }
+            return;
+        }
+        let position = state.committable();
+        warn!(
+            task = %self.id,
+            topic = %state.topic,
+            partition = state.partition,
+            offset = failure.offset,
+            error = %failure.error,
+            rewind_to = position,
+            "delivery failed; rewinding partition"
+        );
+        state.rewind(position);
+        if let Err(error) = self.consumer.seek(
+            &state.topic,
+            state.partition,
+            Offset::Offset(position),
+            METADATA_TIMEOUT,
+        ) {
+            // Seeking failed: reassign the partition at the position instead.
+            warn!(task = %self.id, %error, "seek failed; reassigning partition");
+            let _ = self.consumer.incremental_unassign(&tp);
+            let _ = self
+                .consumer
+                .incremental_assign(&tpl(&state.topic, state.partition, Offset::Offset(position)));
+        }
+    }
+
+    fn on_consumer_error(&mut self, error: KafkaError) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) {
+            self.check_ranges();
+        } else {
+            warn!(task = %self.id, %error, "consumer error");
+        }
+    }
+
+    /// After an out-of-range error: find the partitions whose position left the log and apply the policy.
+    fn check_ranges(&mut self) {
+        let states: Vec<Arc<PartitionState>> = self
+            .listed
+            .lock()
+            .expect("task partitions")
+            .iter()
+            .filter(|s| s.is_running())
+            .cloned()
+            .collect();
+        for state in states {
+            let Ok((low, high)) =
+                self.consumer
+                    .fetch_watermarks(&state.topic, state.partition, METADATA_TIMEOUT)
+            else {
+                continue;
+            };
+            let position = state.committable();
+            if (low..=high).contains(&position) {
+                continue;
+            }
+            let bounds = LogBounds { low, high };
+            self.apply_out_of_range(&state, position, bounds);
+        }
+    }
+
+    fn apply_out_of_range(&mut self, state: &Arc<PartitionState>, position: i64, bounds: LogBounds) {
+        let policy = self.stream.on_offset_out_of_range;
+        match start_offset(Some(position), None, self.stream.start_position, policy, bounds) {
+            StartDecision::At(offset) => {
+                warn!(
+                    task = %self.id, topic = %state.topic, partition = state.partition,
+                    from = position, to = offset, ?policy,
+                    "offset out of range; reset by the stream's policy"
+                );
+                state.rewind(offset);
+                let _ = self.consumer.seek(
+                    &state.topic,
+                    state.partition,
+                    Offset::Offset(offset),
+                    METADATA_TIMEOUT,
+                );
+            }
+            StartDecision::OutOfRange { committed, bounds } => {
+                let reason = out_of_range_reason(committed, bounds);
+                error!(task = %self.id, topic = %state.topic, partition = state.partition, %reason, "partition stopped");
+                state.set_health(PartitionHealth::Error(reason));
+                let _ = self
+                    .consumer
+                    .pause(&tpl(&state.topic, state.partition, Offset::Invalid));
+            }
+        }
+    }
+
+    /// Starts reading new partitions from their committed offsets (or the stream's start position).
+    fn add_partitions(&mut self, partitions: Vec<NewPartition>) {
+        let mut lookup = TopicPartitionList::new();
+        for p in &partitions {
+            let _ = lookup.add_partition_offset(&p.topic, p.partition, Offset::Invalid);
+        }
+        let committed = match self
+            .consumer
+            .committed_offsets(lookup, METADATA_TIMEOUT)
+        {
+            Ok(list) => list,
+            Err(error) => {
+                // Without the committed offsets the start is unknown: try again shortly.
+                warn!(task = %self.id, %error, "cannot read committed offsets; partitions start later");
+                self.defer(partitions);
+                return;
+            }
+        };
+        let mut assignment = TopicPartitionList::new();
+        let mut later = Vec::new();
+        for p in partitions {
+            if self.partition(&p.topic, p.partition).is_some() {
+                continue;
+            }
+            let committed_offset = committed
+                .find_partition(&p.topic, p.partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let (low, high) = match self.consumer.fetch_watermarks(
+                &p.topic,
+                p.partition,
+                METADATA_TIMEOUT,
+            ) {
+                Ok(bounds) => bounds,
+                Err(error) => {
+                    warn!(task = %self.id, topic = %p.topic, partition = p.partition, %error, "cannot read log bounds; partition starts later");
+                    later.push(p);
+                    continue;
+                }
+            };
+            let decision = start_offset(
+                committed_offset,
+                self.stream.start_offset(&p.topic, p.partition),
+                self.stream.start_position,
+                self.stream.on_offset_out_of_range,
+                LogBounds { low, high },
+            );
+            let (position, health) = match decision {
+                StartDecision::At(offset) => (offset, PartitionHealth::Running),
+                StartDecision::OutOfRange { committed, bounds } => {
+                    let reason = out_of_range_reason(committed, bounds);
+                    error!(task = %self.id, topic = %p.topic, partition = p.partition, %reason, "partition not started");
+                    (committed, PartitionHealth::Error(reason))
+                }
+            };
+            let state = Arc::new(PartitionState::new(
+                &p.topic,
+                p.partition,
+                p.route,
+                position,
+                Arc::clone(&self.failures),
+            ));
+            if let Some(offset) = committed_offset {
+                state.set_committed(offset);
+            }
+            let running = matches!(health, PartitionHealth::Running);
+            state.set_health(health);
+            if running {
+                let _ = assignment.add_partition_offset(
+                    &p.topic,
+                    p.partition,
+                    Offset::Offset(position),
+                );
+                info!(task = %self.id, topic = %p.topic, partition = p.partition, position, "partition started");
+            }
+            let slots = self.by_topic.entry(p.topic.clone()).or_default();
+            if slots.len() <= p.partition as usize {
+                slots.resize(p.partition as usize + 1, None);
+            }
+            slots[p.partition as usize] = Some(Arc::clone(&state));
+            self.listed.lock().expect("task partitions").push(state);
+        }
+        if assignment.count() > 0 {
+            if let Err(error) = self.consumer.incremental_assign(&assignment) {
+                error!(task = %self.id, %error, "assign failed");
+            }
+        }
+        self.defer(later);
+    }
+
+    /// Keeps partitions that could not start yet; housekeeping retries them every second.
+    fn defer(&mut self, partitions: Vec<NewPartition>) {
+        if self.deferred.is_empty() {
+            self.deferred_since = Instant::now();
+        }
+        self.deferred.extend(partitions);
+    }
+
+    /// Commits, for every partition, the offset below which the destination acknowledged everything.
+    fn commit(&mut self, mode: CommitMode) {
+        self.last_commit = Instant::now();
+        let listed = self.listed.lock().expect("task partitions").clone();
+        let mut offsets = TopicPartitionList::new();
+        let mut changed = Vec::new();
+        for state in &listed {
+            let committable = state.committable();
+            if state.committed() != Some(committable) {
+                let _ = offsets.add_partition_offset(
+                    &state.topic,
+                    state.partition,
+                    Offset::Offset(committable),
+                );
+                changed.push((state, committable));
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        match self.consumer.commit(&offsets, mode) {
+            Ok(()) => {
+                for (state, offset) in changed {
+                    state.set_committed(offset);
+                }
+            }
+            Err(error) => warn!(task = %self.id, %error, "commit failed; retried at the next interval"),
+        }
+    }
+
+    /// Stops consuming, waits for records in flight, and commits what was acknowledged.
+    fn drain_and_commit(&mut self) {
+        let _ = self.consumer.unassign();
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            let in_flight: usize = self
+                .listed
+                .lock()
+                .expect("task partitions")
+                .iter()
+                .map(|s| s.in_flight())
+                .sum();
+            if in_flight == 0 || Instant::now() >= deadline {
+                if in_flight > 0 {
+                    warn!(task = %self.id, in_flight, "stopping with records in flight; they will be sent again");
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.commit(CommitMode::Sync);
+    }
+}
+
+fn tpl(topic: &str, partition: i32, offset: Offset) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    let _ = list.add_partition_offset(topic, partition, offset);
+    list
+}
+
+fn out_of_range_reason(committed: i64, bounds: LogBounds) -> String {
+    let what = if committed < bounds.low {
+        "the source log was truncated past it"
+    } else {
+        "it is beyond the end of the source log (topic re-created?)"
+    };
+    format!(
+        "committed offset {committed} is out of range [{}, {}]: {what}; set on_offset_out_of_range to reset",
+        bounds.low, bounds.high
+    )
+}
