@@ -76,7 +76,9 @@ pub fn producer_config(
             // The node's in-flight cap bounds memory; the producer queue must never be the tighter limit.
             (
                 "queue.buffering.max.kbytes",
-                (max_in_flight_bytes / 1024).clamp(1024, 2_097_151).to_string(),
+                (max_in_flight_bytes / 1024)
+                    .clamp(1024, 2_097_151)
+                    .to_string(),
             ),
             ("queue.buffering.max.messages", "2000000".to_string()),
         ],

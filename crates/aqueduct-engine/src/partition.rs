@@ -132,7 +132,10 @@ impl PartitionState {
     }
 
     pub fn is_running(&self) -> bool {
-        matches!(*self.health.lock().expect("health"), PartitionHealth::Running)
+        matches!(
+            *self.health.lock().expect("health"),
+            PartitionHealth::Running
+        )
     }
 
     /// The last committed offset, if any commit happened.

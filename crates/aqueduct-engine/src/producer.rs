@@ -37,7 +37,10 @@ pub struct MirrorContext {
 
 impl ClientContext for MirrorContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::Fatal)) {
+        if matches!(
+            error,
+            KafkaError::Global(rdkafka::types::RDKafkaErrorCode::Fatal)
+        ) {
             error!(producer = %self.name, %error, reason, "fatal producer error");
         } else {
             warn!(producer = %self.name, %error, reason, "producer error");
@@ -147,7 +150,10 @@ impl ProducerPool {
 
     /// Records queued in the pool's producers and not yet acknowledged.
     pub fn queued(&self) -> i32 {
-        self.producers.iter().map(|p| p.producer.in_flight_count()).sum()
+        self.producers
+            .iter()
+            .map(|p| p.producer.in_flight_count())
+            .sum()
     }
 
     /// Waits until every queued record is acknowledged or failed.

@@ -194,7 +194,9 @@ impl Discovery {
                 Err(error) => {
                     let cluster = &self.sources[index].cluster;
                     warn!(stream = %self.context.stream.name, %cluster, %error, "cannot list source topics");
-                    errors.push(format!("cannot list topics of source cluster {cluster}: {error}"));
+                    errors.push(format!(
+                        "cannot list topics of source cluster {cluster}: {error}"
+                    ));
                     continue;
                 }
             };
@@ -355,7 +357,9 @@ impl Discovery {
                 // Another stream or node created it first: fine.
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => {
-                    return Err(format!("cannot create destination topic {destination}: {code}"))
+                    return Err(format!(
+                        "cannot create destination topic {destination}: {code}"
+                    ))
                 }
             }
         }
@@ -371,9 +375,13 @@ impl Discovery {
         .map_err(|e| format!("cannot add partitions to {destination}: {e}"))?;
         for result in results {
             match result {
-                Ok(_) => info!(stream = %self.context.stream.name, topic = destination, partitions, "destination partitions added"),
+                Ok(_) => {
+                    info!(stream = %self.context.stream.name, topic = destination, partitions, "destination partitions added")
+                }
                 Err((_, RDKafkaErrorCode::InvalidPartitions)) => {}
-                Err((_, code)) => return Err(format!("cannot add partitions to {destination}: {code}")),
+                Err((_, code)) => {
+                    return Err(format!("cannot add partitions to {destination}: {code}"))
+                }
             }
         }
         self.wait_for_destination(destination, partitions)

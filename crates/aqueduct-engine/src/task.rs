@@ -19,6 +19,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
+use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
@@ -341,6 +342,17 @@ impl MirrorTask {
             }
             return;
         }
+        if matches!(
+            failure.error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::UnknownPartition | RDKafkaErrorCode::UnknownTopic)
+        ) {
+            // The producer's metadata predates a destination topic or partition discovery just created.
+            let _ = self
+                .producer
+                .producer()
+                .client()
+                .fetch_metadata(Some(&state.route.destination_topic), METADATA_TIMEOUT);
+        }
         let position = state.committable();
         warn!(
             task = %self.id,
@@ -361,9 +373,11 @@ impl MirrorTask {
             // Seeking failed: reassign the partition at the position instead.
             warn!(task = %self.id, %error, "seek failed; reassigning partition");
             let _ = self.consumer.incremental_unassign(&tp);
-            let _ = self
-                .consumer
-                .incremental_assign(&tpl(&state.topic, state.partition, Offset::Offset(position)));
+            let _ = self.consumer.incremental_assign(&tpl(
+                &state.topic,
+                state.partition,
+                Offset::Offset(position),
+            ));
         }
     }
 
@@ -401,9 +415,20 @@ impl MirrorTask {
         }
     }
 
-    fn apply_out_of_range(&mut self, state: &Arc<PartitionState>, position: i64, bounds: LogBounds) {
+    fn apply_out_of_range(
+        &mut self,
+        state: &Arc<PartitionState>,
+        position: i64,
+        bounds: LogBounds,
+    ) {
         let policy = self.stream.on_offset_out_of_range;
-        match start_offset(Some(position), None, self.stream.start_position, policy, bounds) {
+        match start_offset(
+            Some(position),
+            None,
+            self.stream.start_position,
+            policy,
+            bounds,
+        ) {
             StartDecision::At(offset) => {
                 warn!(
                     task = %self.id, topic = %state.topic, partition = state.partition,
@@ -435,10 +460,7 @@ impl MirrorTask {
         for p in &partitions {
             let _ = lookup.add_partition_offset(&p.topic, p.partition, Offset::Invalid);
         }
-        let committed = match self
-            .consumer
-            .committed_offsets(lookup, METADATA_TIMEOUT)
-        {
+        let committed = match self.consumer.committed_offsets(lookup, METADATA_TIMEOUT) {
             Ok(list) => list,
             Err(error) => {
                 // Without the committed offsets the start is unknown: try again shortly.
@@ -555,7 +577,9 @@ impl MirrorTask {
                     state.set_committed(offset);
                 }
             }
-            Err(error) => warn!(task = %self.id, %error, "commit failed; retried at the next interval"),
+            Err(error) => {
+                warn!(task = %self.id, %error, "commit failed; retried at the next interval")
+            }
         }
     }
 

@@ -1,0 +1,488 @@
+//! The engine against real Kafka: record fidelity, destination topics, discovery, error isolation.
+
+mod common;
+
+use std::time::Duration;
+
+use aqueduct_engine::status::PartitionHealth;
+use aqueduct_engine::Engine;
+use aqueduct_testkit::{create_topic, random_name, topic_overrides};
+use common::{headers_of, node_config, pair, read_records, wait_until};
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("log_level", "3")
+        .create()
+        .expect("producer")
+}
+
+#[test]
+fn records_keep_key_value_headers_timestamp_partition_and_order() {
+    let pair = pair();
+    let topic = random_name("fidelity");
+    create_topic(
+        &pair.source.bootstrap(),
+        &topic,
+        4,
+        &[
+            ("cleanup.policy", "delete"),
+            ("segment.ms", "3600000"),
+            ("retention.ms", "864000000"),
+            ("max.message.bytes", "2000000"),
+            ("min.insync.replicas", "1"),
+        ],
+    )
+    .unwrap();
+
+    // Per partition: a keyed record with headers, a null key, a tombstone, and a run of ordered records.
+    let source = producer(&pair.source.bootstrap());
+    // An hour ago: old enough to tell source timestamps from append times, young enough for retention.
+    let base_ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 3_600_000;
+    let mut sent = 0;
+    for partition in 0..4 {
+        for i in 0..50 {
+            let key = format!("key-{partition}-{i}");
+            let value = format!("value-{partition}-{i}");
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "h-text",
+                    value: Some(&format!("v{i}")),
+                })
+                .insert(Header {
+                    key: "h-null",
+                    value: None::<&[u8]>,
+                })
+                .insert(Header {
+                    key: "h-text",
+                    value: Some("repeated"),
+                });
+            let mut record = BaseRecord::<[u8], [u8]>::to(&topic)
+                .partition(partition)
+                .timestamp(base_ts + i64::from(partition) * 1000 + i);
+            if i % 10 != 3 {
+                record = record.key(key.as_bytes());
+            }
+            if i % 10 != 7 {
+                record = record.payload(value.as_bytes());
+            }
+            if i % 2 == 0 {
+                record = record.headers(headers);
+            }
+            source.send(record).map_err(|(e, _)| e).unwrap();
+            sent += 1;
+        }
+    }
+    source.flush(Duration::from_secs(30)).unwrap();
+
+    let config = node_config(
+        &pair.source.bootstrap(),
+        &pair.destination.bootstrap(),
+        &format!(
+            r#"
+[[datastreams]]
+name = "fidelity"
+destination = "destination"
+max_tasks = 2
+[[datastreams.sources]]
+cluster = "source"
+topics = ["{topic}"]
+"#
+        ),
+    );
+    let engine = Engine::start(&config).unwrap();
+    let copied = read_records(
+        &pair.destination.bootstrap(),
+        &topic,
+        sent,
+        Duration::from_secs(60),
+    );
+    let originals = read_records(
+        &pair.source.bootstrap(),
+        &topic,
+        sent,
+        Duration::from_secs(30),
+    );
+    assert_eq!(copied.len(), 4, "every partition has records");
+    for (partition, records) in &originals {
+        let mirrored = &copied[partition];
+        assert_eq!(mirrored.len(), records.len(), "partition {partition}");
+        for (a, b) in records.iter().zip(mirrored) {
+            assert_eq!(a.key(), b.key(), "key, partition {partition}");
+            assert_eq!(a.payload(), b.payload(), "value, partition {partition}");
+            assert_eq!(
+                headers_of(a),
+                headers_of(b),
+                "headers, partition {partition}"
+            );
+            assert_eq!(
+                a.timestamp().to_millis(),
+                b.timestamp().to_millis(),
+                "timestamp, partition {partition}"
+            );
+        }
+    }
+    let nulls = copied
+        .values()
+        .flatten()
+        .filter(|m| m.key().is_none())
+        .count();
+    let tombstones = copied
+        .values()
+        .flatten()
+        .filter(|m| m.payload().is_none())
+        .count();
+    assert_eq!(nulls, 20, "null keys pass");
+    assert_eq!(tombstones, 20, "tombstones pass");
+
+    // The destination topic was created with the source's partition count and its topic configs, except
+    // the durability settings that belong to the destination.
+    assert_eq!(
+        aqueduct_testkit::partition_count(&pair.destination.bootstrap(), &topic).unwrap(),
+        Some(4)
+    );
+    let configs = topic_overrides(&pair.destination.bootstrap(), &topic).unwrap();
+    assert_eq!(
+        configs.get("cleanup.policy").map(String::as_str),
+        Some("delete")
+    );
+    assert_eq!(
+        configs.get("retention.ms").map(String::as_str),
+        Some("864000000")
+    );
+    assert_eq!(
+        configs.get("max.message.bytes").map(String::as_str),
+        Some("2000000")
+    );
+    assert!(!configs.contains_key("min.insync.replicas"), "{configs:?}");
+
+    // Offsets are committed under the stream's group once acknowledged.
+    assert!(wait_until(Duration::from_secs(10), || {
+        engine
+            .status()
+            .stream("fidelity")
+            .unwrap()
+            .partitions()
+            .all(|p| p.committed_offset == Some(50) && p.in_flight == 0)
+    }));
+    engine.shutdown();
+}
+
+#[test]
+fn topics_matching_the_pattern_are_picked_up_after_start_and_partitions_too() {
+    let pair = pair();
+    let prefix = random_name("regex");
+    let first = format!("{prefix}.a");
+    create_topic(&pair.source.bootstrap(), &first, 2, &[]).unwrap();
+    let config = node_config(
+        &pair.source.bootstrap(),
+        &pair.destination.bootstrap(),
+        &format!(
+            r#"
+[[datastreams]]
+name = "regex"
+destination = "destination"
+destination_topic = "mirror.{{topic}}"
+topic_refresh_interval_secs = 1
+[[datastreams.sources]]
+cluster = "source"
+topic_pattern = "{prefix}\\..*"
+exclude_pattern = ".*\\.skip"
+"#
+        ),
+    );
+    let engine = Engine::start(&config).unwrap();
+    // Created after the node started.
+    let later = format!("{prefix}.b");
+    let skipped = format!("{prefix}.skip");
+    create_topic(&pair.source.bootstrap(), &later, 3, &[]).unwrap();
+    create_topic(&pair.source.bootstrap(), &skipped, 1, &[]).unwrap();
+    let source = producer(&pair.source.bootstrap());
+    for topic in [&first, &later, &skipped] {
+        for i in 0..30 {
+            source
+                .send(
+                    BaseRecord::to(topic.as_str())
+                        .key("k")
+                        .payload(&format!("{i}")),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    }
+    source.flush(Duration::from_secs(30)).unwrap();
+    let copied = read_records(
+        &pair.destination.bootstrap(),
+        &format!("mirror.{later}"),
+        30,
+        Duration::from_secs(30),
+    );
+    assert_eq!(copied.values().map(Vec::len).sum::<usize>(), 30);
+    assert_eq!(
+        aqueduct_testkit::partition_count(
+            &pair.destination.bootstrap(),
+            &format!("mirror.{later}")
+        )
+        .unwrap(),
+        Some(3)
+    );
+    let first_copied = read_records(
+        &pair.destination.bootstrap(),
+        &format!("mirror.{first}"),
+        30,
+        Duration::from_secs(30),
+    );
+    assert_eq!(first_copied.values().map(Vec::len).sum::<usize>(), 30);
+    assert_eq!(
+        aqueduct_testkit::partition_count(
+            &pair.destination.bootstrap(),
+            &format!("mirror.{skipped}")
+        )
+        .unwrap(),
+        None,
+        "excluded topics are not mirrored"
+    );
+
+    // New partitions of a mirrored topic are picked up and the destination grows with them.
+    aqueduct_testkit::add_partitions(&pair.source.bootstrap(), &first, 4).unwrap();
+    let source = producer(&pair.source.bootstrap());
+    for i in 0..20 {
+        source
+            .send(
+                BaseRecord::to(first.as_str())
+                    .partition(3)
+                    .key("k")
+                    .payload(&format!("new-{i}")),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    source.flush(Duration::from_secs(30)).unwrap();
+    let grown = read_records(
+        &pair.destination.bootstrap(),
+        &format!("mirror.{first}"),
+        50,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        grown.get(&3).map(Vec::len),
+        Some(20),
+        "new partition mirrored on its own number"
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn a_record_the_destination_rejects_pauses_only_its_partition() {
+    let pair = pair();
+    let topic = random_name("reject");
+    create_topic(&pair.source.bootstrap(), &topic, 2, &[]).unwrap();
+    // The destination exists already and accepts at most 10 KB per batch.
+    create_topic(
+        &pair.destination.bootstrap(),
+        &topic,
+        2,
+        &[("max.message.bytes", "10000")],
+    )
+    .unwrap();
+    let config = node_config(
+        &pair.source.bootstrap(),
+        &pair.destination.bootstrap(),
+        &format!(
+            r#"
+[[datastreams]]
+name = "reject"
+destination = "destination"
+[[datastreams.sources]]
+cluster = "source"
+topics = ["{topic}"]
+"#
+        ),
+    );
+    let engine = Engine::start(&config).unwrap();
+    let source = producer(&pair.source.bootstrap());
+    for i in 0..10 {
+        source
+            .send(
+                BaseRecord::to(&topic)
+                    .partition(0)
+                    .key("k")
+                    .payload(&format!("small-{i}")),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    source.flush(Duration::from_secs(30)).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || engine
+        .status()
+        .stream("reject")
+        .unwrap()
+        .partitions()
+        .any(|p| p.partition == 0 && p.committed_offset == Some(10))));
+    // Offset 10 is larger than the destination topic accepts.
+    let big = vec![b'x'; 50_000];
+    source
+        .send(BaseRecord::to(&topic).partition(0).key("big").payload(&big))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    for i in 0..10 {
+        source
+            .send(
+                BaseRecord::to(&topic)
+                    .partition(0)
+                    .key("k")
+                    .payload(&format!("after-{i}")),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        source
+            .send(
+                BaseRecord::to(&topic)
+                    .partition(1)
+                    .key("k")
+                    .payload(&format!("other-{i}")),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    source.flush(Duration::from_secs(30)).unwrap();
+
+    let paused = wait_until(Duration::from_secs(60), || {
+        let status = engine.status();
+        let stream = status.stream("reject").unwrap();
+        let p0 = stream.partitions().find(|p| p.partition == 0);
+        let p1 = stream.partitions().find(|p| p.partition == 1);
+        matches!(p0.map(|p| &p.health), Some(PartitionHealth::Paused(_)))
+            && p1.is_some_and(|p| p.committed_offset == Some(10))
+    });
+    let status = engine.status();
+    assert!(paused, "{status:#?}");
+    let stream = status.stream("reject").unwrap();
+    let p0 = stream.partitions().find(|p| p.partition == 0).unwrap();
+    let PartitionHealth::Paused(reason) = &p0.health else {
+        unreachable!()
+    };
+    assert!(reason.contains("offset 10"), "{reason}");
+    assert!(
+        wait_until(Duration::from_secs(5), || engine
+            .status()
+            .stream("reject")
+            .unwrap()
+            .partitions()
+            .find(|p| p.partition == 0)
+            .unwrap()
+            .committed_offset
+            == Some(10)),
+        "the commit stops right before the rejected record"
+    );
+    let copied = read_records(
+        &pair.destination.bootstrap(),
+        &topic,
+        20,
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        copied.get(&0).map(Vec::len),
+        Some(10),
+        "nothing after the rejected record"
+    );
+    assert_eq!(
+        copied.get(&1).map(Vec::len),
+        Some(10),
+        "the other partition flows"
+    );
+    let rejected = copied[&0]
+        .iter()
+        .any(|m| m.key() == Some(b"big".as_slice()));
+    assert!(!rejected);
+    engine.shutdown();
+}
+
+#[test]
+fn a_committed_offset_outside_the_log_stops_the_partition_instead_of_jumping() {
+    let pair = pair();
+    let topic = random_name("range");
+    create_topic(&pair.source.bootstrap(), &topic, 1, &[]).unwrap();
+    let source = producer(&pair.source.bootstrap());
+    for i in 0..5 {
+        source
+            .send(BaseRecord::to(&topic).key("k").payload(&format!("{i}")))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    source.flush(Duration::from_secs(30)).unwrap();
+    // A committed offset past the end, as after the topic was deleted and re-created.
+    let group = "aqueduct-range";
+    let committer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", pair.source.bootstrap())
+        .set("group.id", group)
+        .set("log_level", "3")
+        .create()
+        .unwrap();
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&topic, 0, rdkafka::Offset::Offset(500))
+        .unwrap();
+    rdkafka::consumer::Consumer::commit(&committer, &offsets, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+
+    let streams = |policy: &str| {
+        format!(
+            r#"
+[[datastreams]]
+name = "range"
+destination = "destination"
+on_offset_out_of_range = "{policy}"
+[[datastreams.sources]]
+cluster = "source"
+topics = ["{topic}"]
+"#
+        )
+    };
+    let config = node_config(
+        &pair.source.bootstrap(),
+        &pair.destination.bootstrap(),
+        &streams("fail"),
+    );
+    let engine = Engine::start(&config).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || {
+        engine
+            .status()
+            .stream("range")
+            .unwrap()
+            .partitions()
+            .any(|p| matches!(&p.health, PartitionHealth::Error(r) if r.contains("out of range")))
+    }));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        engine.status().stream("range").unwrap().records_acked(),
+        0,
+        "nothing is copied from a guessed position"
+    );
+    engine.shutdown();
+
+    // The operator opts in to a reset: the partition restarts from the earliest offset.
+    let config = node_config(
+        &pair.source.bootstrap(),
+        &pair.destination.bootstrap(),
+        &streams("reset-earliest"),
+    );
+    let engine = Engine::start(&config).unwrap();
+    let copied = read_records(
+        &pair.destination.bootstrap(),
+        &topic,
+        5,
+        Duration::from_secs(30),
+    );
+    assert_eq!(copied.get(&0).map(Vec::len), Some(5));
+    engine.shutdown();
+}
