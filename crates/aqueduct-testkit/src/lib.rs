@@ -5,6 +5,7 @@
 //! `tools/install-kafka.sh`.
 
 pub mod kafka;
+pub mod node;
 pub mod process;
 pub mod sequence;
 pub mod zookeeper;
@@ -23,6 +24,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub use kafka::{KafkaCluster, KafkaOptions};
+pub use node::{aqueduct_binary, AqueductNode};
 pub use process::{free_port, ManagedChild};
 pub use sequence::{check_sequences, CheckReport, SequenceProducer};
 pub use zookeeper::ZooKeeper;
@@ -136,4 +138,21 @@ pub fn topic_overrides(bootstrap: &str, topic: &str) -> Result<HashMap<String, S
         .filter(|e| matches!(e.source, ConfigSource::DynamicTopic))
         .filter_map(|e| e.value.map(|v| (e.name, v)))
         .collect())
+}
+
+/// Sum of the end offsets (high watermarks) of every partition of `topic`; 0 when it does not exist.
+pub fn total_records(bootstrap: &str, topic: &str) -> Result<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("log_level", "3")
+        .create()?;
+    let Some(partitions) = partition_count(bootstrap, topic)? else {
+        return Ok(0);
+    };
+    let mut total = 0;
+    for partition in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        total += high - low;
+    }
+    Ok(total)
 }
