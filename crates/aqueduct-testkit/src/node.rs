@@ -18,13 +18,13 @@ pub fn aqueduct_binary() -> Result<PathBuf> {
 }
 
 fn build() -> Result<PathBuf> {
-    // Test and bench executables live in target/<profile>/deps.
+    // Test and bench executables live in target/<profile>/deps, binaries in target/<profile>.
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("locate the target directory")?
-        .to_path_buf();
+    let mut profile_dir = exe.parent().context("locate the target directory")?;
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir = profile_dir.parent().context("locate the target directory")?;
+    }
+    let profile_dir = profile_dir.to_path_buf();
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);

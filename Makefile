@@ -1,0 +1,35 @@
+# Aqueduct: every target installs what it needs first (tools/install-deps.sh) and is safe to run twice.
+
+CARGO ?= cargo
+
+.PHONY: all deps build quickstart test lint fmt bench clean
+
+all: build
+
+deps:
+	@tools/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+## End to end on this machine: two local Kafka clusters, a node, a datastream, records flowing.
+quickstart: deps
+	$(CARGO) run --quiet -p aqueduct-testkit --bin aqueduct-quickstart -- $(ARGS)
+
+## Every test: formatting, lints, unit and property tests, integration tests against real Kafka.
+test: deps lint
+	$(CARGO) test --workspace --no-fail-fast
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Throughput of aqueduct against a kcat pipe and the bare-librdkafka ceiling.
+bench: deps
+	$(CARGO) bench -p aqueduct-benches --bench throughput
+
+clean:
+	$(CARGO) clean
