@@ -21,14 +21,22 @@ fn main() -> Result<()> {
     println!("==> building the aqueduct binary");
     aqueduct_testkit::aqueduct_binary()?;
 
-    println!("==> starting two Kafka clusters (KRaft, Apache Kafka {})", aqueduct_testkit::kafka::KAFKA_VERSION.trim());
+    println!(
+        "==> starting two Kafka clusters (KRaft, Apache Kafka {})",
+        aqueduct_testkit::kafka::KAFKA_VERSION.trim()
+    );
     let dc1 = std::thread::spawn(|| KafkaCluster::start("dc1"));
     let aggregate = KafkaCluster::start("aggregate")?;
     let dc1 = dc1.join().expect("start dc1")?;
     println!("    dc1 (source):            {}", dc1.bootstrap());
     println!("    aggregate (destination): {}", aggregate.bootstrap());
     for (topic, partitions) in TOPICS {
-        create_topic(&dc1.bootstrap(), topic, partitions, &[("retention.ms", "604800000")])?;
+        create_topic(
+            &dc1.bootstrap(),
+            topic,
+            partitions,
+            &[("retention.ms", "604800000")],
+        )?;
     }
 
     let config = format!(
