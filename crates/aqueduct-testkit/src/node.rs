@@ -22,7 +22,9 @@ fn build() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let mut profile_dir = exe.parent().context("locate the target directory")?;
     if profile_dir.file_name().is_some_and(|n| n == "deps") {
-        profile_dir = profile_dir.parent().context("locate the target directory")?;
+        profile_dir = profile_dir
+            .parent()
+            .context("locate the target directory")?;
     }
     let profile_dir = profile_dir.to_path_buf();
     let release = profile_dir.file_name().is_some_and(|n| n == "release");

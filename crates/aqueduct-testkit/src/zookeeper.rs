@@ -36,7 +36,7 @@ impl ZooKeeper {
             format!(
                 "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={port}\n\
                  clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n\
-                 minSessionTimeout=1000\n",
+                 minSessionTimeout=1000\n4lw.commands.whitelist=ruok,srvr,stat\n",
                 data.display()
             ),
         )?;
@@ -67,7 +67,18 @@ impl ZooKeeper {
         if !wait_for_port(self.port, Duration::from_secs(30)) {
             bail!("zookeeper did not open port {}", self.port);
         }
-        Ok(())
+        // The port opens before the server serves: wait until it reports a mode.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if self
+                .four_letter("srvr")
+                .is_ok_and(|answer| answer.contains("Mode:"))
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("zookeeper on port {} never started serving", self.port)
     }
 
     /// `127.0.0.1:<port>`.
@@ -77,6 +88,22 @@ impl ZooKeeper {
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("zookeeper.out")
+    }
+
+    /// Pid of the server process while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(ManagedChild::pid)
+    }
+
+    /// Sends a four-letter command (`ruok`, `srvr`, `stat`) and returns the answer.
+    pub fn four_letter(&self, command: &str) -> Result<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(command.as_bytes())?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
     }
 
     /// Stops the server, keeping its data.
