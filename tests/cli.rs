@@ -1,0 +1,102 @@
+//! The `aqueduct` command line: bad config files and arguments get a clear error and a non-zero exit.
+
+use std::process::Command;
+
+use aqueduct_testkit::aqueduct_binary;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(aqueduct_binary().unwrap())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const VALID: &str = r#"
+[clusters.a]
+bootstrap_servers = "127.0.0.1:1"
+[clusters.b]
+bootstrap_servers = "127.0.0.1:2"
+[[datastreams]]
+name = "a-to-b"
+destination = "b"
+[[datastreams.sources]]
+cluster = "a"
+topics = ["orders"]
+"#;
+
+fn write(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aqueduct.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path.display().to_string())
+}
+
+#[test]
+fn check_config_accepts_a_valid_file() {
+    let (_dir, path) = write(VALID);
+    let (code, stdout, _) = run(&["check-config", "--config", &path], &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("datastream a-to-b: a -> b"), "{stdout}");
+}
+
+#[test]
+fn bad_config_files_name_the_key_and_exit_2() {
+    let cases = [
+        (
+            VALID.replace("topics = [\"orders\"]", "topics = [\"orders\"]\ncolour = 1"),
+            "colour",
+        ),
+        (
+            VALID.replace("cluster = \"a\"", "cluster = \"c\""),
+            "datastreams[0].sources[0].cluster",
+        ),
+        (VALID.replace("[[datastreams]]", "[[datastreams]"), "config"),
+    ];
+    for (text, key) in cases {
+        let (_dir, path) = write(&text);
+        for command in ["check-config", "server"] {
+            let (code, _, stderr) = run(&[command, "--config", &path], &[]);
+            assert_eq!(code, 2, "{command}: {stderr}");
+            assert!(
+                stderr.contains(key),
+                "{command}: expected `{key}` in {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn environment_overrides_are_validated_too() {
+    let (_dir, path) = write(VALID);
+    let (code, _, stderr) = run(
+        &["check-config", "--config", &path],
+        &[("AQUEDUCT__NODE__PRODUCERS_PER_DESTINATION", "0")],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("node.producers_per_destination"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_rejected() {
+    let (code, _, stderr) = run(&["server"], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--config"), "{stderr}");
+    let (code, _, stderr) = run(&["serve", "--config", "x"], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unrecognized subcommand"), "{stderr}");
+    let (code, _, stderr) = run(
+        &["check-config", "--config", "/nonexistent/aqueduct.toml"],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
