@@ -1,7 +1,7 @@
 //! State of one source partition, shared by the task that reads it and the producer callbacks that
 //! acknowledge its records.
 
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aqueduct_model::offsets::{AckOutcome, PartitionOffsets};
@@ -52,9 +52,10 @@ pub struct PartitionState {
     /// Bumped on every rewind; acknowledgements of an older generation are ignored.
     generation: AtomicU64,
     health: Mutex<PartitionHealth>,
+    /// `health == Running`, readable without a lock on the hot path.
+    running: AtomicBool,
     /// Where failed deliveries of this partition are reported.
     pub inbox: Arc<FailureInbox>,
-    pub records_sent: AtomicU64,
     pub records_acked: AtomicU64,
     pub bytes_acked: AtomicU64,
     /// The last offset committed to the source cluster.
@@ -76,8 +77,8 @@ impl PartitionState {
             offsets: Mutex::new(PartitionOffsets::new(position)),
             generation: AtomicU64::new(0),
             health: Mutex::new(PartitionHealth::Running),
+            running: AtomicBool::new(true),
             inbox,
-            records_sent: AtomicU64::new(0),
             records_acked: AtomicU64::new(0),
             bytes_acked: AtomicU64::new(0),
             committed: AtomicU64::new(u64::MAX),
@@ -91,7 +92,6 @@ impl PartitionState {
     /// Records that `offset` was handed to a producer.
     pub fn sent(&self, offset: i64) {
         self.offsets.lock().expect("offsets").sent(offset);
-        self.records_sent.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records an acknowledgement from the destination.
@@ -128,14 +128,16 @@ impl PartitionState {
     }
 
     pub fn set_health(&self, health: PartitionHealth) {
-        *self.health.lock().expect("health") = health;
+        let mut current = self.health.lock().expect("health");
+        self.running.store(
+            matches!(health, PartitionHealth::Running),
+            Ordering::Release,
+        );
+        *current = health;
     }
 
     pub fn is_running(&self) -> bool {
-        matches!(
-            *self.health.lock().expect("health"),
-            PartitionHealth::Running
-        )
+        self.running.load(Ordering::Acquire)
     }
 
     /// The last committed offset, if any commit happened.

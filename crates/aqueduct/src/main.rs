@@ -10,6 +10,11 @@ use aqueduct_model::config::NodeConfig;
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 
+// Records cross threads (allocated by a task, freed by a producer's delivery thread); mimalloc handles that
+// without the lock contention of the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "aqueduct", version, about = "Multi-tenant Kafka mirroring")]
 struct Cli {
