@@ -55,16 +55,32 @@ impl Engine {
             .validate()
             .map_err(|e| EngineError::Config(e.to_string()))?;
         let budget = Arc::new(InFlightBudget::new(config.node.max_in_flight_bytes));
+        // Streams with producer settings of their own get their own pool; the rest share one per cluster.
+        let pool_of = |stream: &aqueduct_model::config::DatastreamConfig| {
+            if stream.producer_properties.is_empty() {
+                format!("cluster:{}", stream.destination)
+            } else {
+                format!("stream:{}", stream.name)
+            }
+        };
+        let pool_count = config
+            .datastreams
+            .iter()
+            .map(pool_of)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        // With several pools, one pool may hold at most half of the node's cap: a destination that is down
+        // leaves room for the others.
+        let share = if pool_count > 1 {
+            config.node.max_in_flight_bytes / 2
+        } else {
+            config.node.max_in_flight_bytes
+        };
         let mut pools: BTreeMap<String, Arc<ProducerPool>> = BTreeMap::new();
         let mut streams = Vec::new();
         for stream in &config.datastreams {
             let destination = &config.clusters[&stream.destination];
-            // Streams with producer settings of their own get their own pool; the rest share one per cluster.
-            let pool_name = if stream.producer_properties.is_empty() {
-                format!("cluster:{}", stream.destination)
-            } else {
-                format!("stream:{}", stream.name)
-            };
+            let pool_name = pool_of(stream);
             let pool = match pools.get(&pool_name) {
                 Some(pool) => Arc::clone(pool),
                 None => {
@@ -78,7 +94,7 @@ impl Engine {
                             config.node.max_in_flight_bytes,
                         ),
                         config.node.producers_per_destination,
-                        &budget,
+                        Arc::new(InFlightBudget::share(&budget, share)),
                     )?);
                     pools.insert(pool_name, Arc::clone(&pool));
                     pool
@@ -88,8 +104,8 @@ impl Engine {
                 stream: Arc::new(stream.clone()),
                 clusters: config.clusters.clone(),
                 node: config.node.clone(),
+                budget: Arc::clone(pool.budget()),
                 pool,
-                budget: Arc::clone(&budget),
             })?);
         }
         info!(

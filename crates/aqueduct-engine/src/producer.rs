@@ -85,6 +85,8 @@ pub struct PooledProducer {
 pub struct ProducerPool {
     name: String,
     producers: Vec<Arc<PooledProducer>>,
+    /// The pool's share of the node's in-flight cap.
+    budget: Arc<InFlightBudget>,
 }
 
 /// A producer lent to a task; returned to the pool on drop.
@@ -110,7 +112,7 @@ impl ProducerPool {
         name: &str,
         config: &ClientConfig,
         size: usize,
-        budget: &Arc<InFlightBudget>,
+        budget: Arc<InFlightBudget>,
     ) -> Result<Self, KafkaError> {
         let mut producers = Vec::with_capacity(size);
         for index in 0..size {
@@ -121,7 +123,7 @@ impl ProducerPool {
             );
             config.set("client.id", client_id.clone());
             let producer: MirrorProducer = config.create_with_context(MirrorContext {
-                budget: Arc::clone(budget),
+                budget: Arc::clone(&budget),
                 name: client_id,
             })?;
             producers.push(Arc::new(PooledProducer {
@@ -132,7 +134,13 @@ impl ProducerPool {
         Ok(Self {
             name: name.to_string(),
             producers,
+            budget,
         })
+    }
+
+    /// The in-flight budget of the tasks writing through this pool.
+    pub fn budget(&self) -> &Arc<InFlightBudget> {
+        &self.budget
     }
 
     /// Lends the producer with the fewest tasks.

@@ -218,7 +218,6 @@ impl Discovery {
                 };
                 let tasks = self.context.stream.max_tasks;
                 for partition in new {
-                    self.known.insert((index, topic.clone(), partition));
                     by_task
                         .entry(task_for_partition(&topic, partition, tasks))
                         .or_default()
@@ -230,8 +229,17 @@ impl Discovery {
                 }
             }
             for (task_index, partitions) in by_task {
-                if let Err(error) = self.hand_to_task(index, task_index, partitions) {
-                    errors.push(error.to_string());
+                let handed: Vec<(usize, String, i32)> = partitions
+                    .iter()
+                    .map(|p| (index, p.topic.clone(), p.partition))
+                    .collect();
+                match self.hand_to_task(index, task_index, partitions) {
+                    // Known only once a task has them, so a failure is retried at the next round.
+                    Ok(()) => self.known.extend(handed),
+                    Err(error) => {
+                        error!(stream = %self.context.stream.name, %error, "cannot start task");
+                        errors.push(error.to_string());
+                    }
                 }
             }
         }

@@ -348,6 +348,9 @@ impl MirrorTask {
             );
             error!(task = %self.id, topic = %state.topic, partition = state.partition, %reason, "partition paused");
             state.set_health(PartitionHealth::Paused(reason));
+            // Nothing of this partition is sent any more: forget what is in flight, keeping the commit
+            // where it is (at or below the rejected record); late acknowledgements are ignored.
+            state.rewind(state.committable());
             if let Err(error) = self.consumer.pause(&tp) {
                 warn!(task = %self.id, %error, "pause failed");
             }

@@ -148,7 +148,7 @@ pub struct DatastreamConfig {
     pub on_offset_out_of_range: OutOfRangePolicy,
     /// Consumer group under which source offsets are committed; `aqueduct-<name>` by default.
     pub group_id: Option<String>,
-    /// Upper bound on the tasks (consumers) the stream's partitions are split into.
+    /// Upper bound on the tasks (consumers) the partitions of each source cluster are split into.
     #[serde(default = "default_max_tasks")]
     pub max_tasks: usize,
     /// Create missing destination topics with the source's partition count and topic configs.
@@ -205,21 +205,30 @@ impl DatastreamConfig {
     }
 }
 
-/// librdkafka properties Aqueduct sets itself; overriding them would break its guarantees.
+/// librdkafka properties (and their aliases) Aqueduct sets itself; overriding them would break its
+/// guarantees.
 pub const RESERVED_CONSUMER_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
+    "metadata.broker.list",
     "group.id",
     "enable.auto.commit",
+    "auto.commit.enable",
     "enable.auto.offset.store",
     "auto.offset.reset",
+    "topic.auto.offset.reset",
 ];
 /// See [`RESERVED_CONSUMER_PROPERTIES`].
 pub const RESERVED_PRODUCER_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
+    "metadata.broker.list",
     "acks",
+    "request.required.acks",
     "enable.idempotence",
     "transactional.id",
 ];
+
+/// The largest in-flight cap: librdkafka's producer queue holds at most 2,097,151 KiB.
+pub const MAX_IN_FLIGHT_BYTES: u64 = 2_097_151 * 1024;
 
 impl NodeConfig {
     /// Reads `path` and the `AQUEDUCT__` environment overrides, then validates.
@@ -265,10 +274,12 @@ impl NodeConfig {
     /// Cross-field checks; the error names the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let node = &self.node;
-        if node.max_in_flight_bytes < 1024 * 1024 {
+        if !(1024 * 1024..=MAX_IN_FLIGHT_BYTES).contains(&node.max_in_flight_bytes) {
             return Err(ConfigError::invalid(
                 "node.max_in_flight_bytes",
-                "must be at least 1048576 (1 MiB)",
+                format!(
+                    "must be between 1048576 (1 MiB) and {MAX_IN_FLIGHT_BYTES} (2 GiB - 1 KiB)"
+                ),
             ));
         }
         if node.producers_per_destination == 0 || node.producers_per_destination > 64 {
@@ -310,10 +321,19 @@ impl NodeConfig {
                     ));
                 }
             }
-            if cluster.properties.contains_key("bootstrap.servers") {
+            let reserved = RESERVED_CONSUMER_PROPERTIES
+                .iter()
+                .chain(RESERVED_PRODUCER_PROPERTIES)
+                .find(|name| cluster.properties.contains_key(**name));
+            if let Some(name) = reserved {
+                let reason = if name.ends_with("servers") || name.ends_with("list") {
+                    "set bootstrap_servers instead"
+                } else {
+                    "is managed by aqueduct and cannot be overridden"
+                };
                 return Err(ConfigError::invalid(
-                    format!("{key}.properties.bootstrap.servers"),
-                    "set bootstrap_servers instead",
+                    format!("{key}.properties.{name}"),
+                    reason,
                 ));
             }
         }
@@ -377,14 +397,11 @@ impl NodeConfig {
                     })?;
                 }
             }
-            let same_cluster = self
-                .clusters
-                .get(&source.cluster)
-                .map(|c| &c.bootstrap_servers)
-                == self
-                    .clusters
-                    .get(&stream.destination)
-                    .map(|c| &c.bootstrap_servers);
+            let same_cluster = source.cluster == stream.destination
+                || shares_a_server(
+                    &self.clusters[&source.cluster].bootstrap_servers,
+                    &self.clusters[&stream.destination].bootstrap_servers,
+                );
             if same_cluster && naming.is_identity_for(&source.cluster) {
                 return Err(ConfigError::invalid(
                     format!("{key}.destination_topic"),
@@ -451,6 +468,18 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// True when two bootstrap lists name a common `host:port` (compared without case and spaces): they are
+/// the same cluster.
+fn shares_a_server(a: &str, b: &str) -> bool {
+    let servers = |list: &str| -> std::collections::BTreeSet<String> {
+        list.split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    !servers(a).is_disjoint(&servers(b))
 }
 
 /// Names of clusters and datastreams: 1-100 of `[A-Za-z0-9._-]`.

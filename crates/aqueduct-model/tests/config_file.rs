@@ -133,6 +133,21 @@ fn validation_names_the_key() {
             ),
             "round-robin",
         ),
+        (
+            VALID.replace("\"compression.type\"", "\"request.required.acks\""),
+            "datastreams[0].producer_properties.request.required.acks",
+        ),
+        (
+            VALID.replace("\"client.id\"", "\"enable.idempotence\""),
+            "clusters.dc1.properties.enable.idempotence",
+        ),
+        (
+            VALID.replace(
+                "max_in_flight_bytes = 67108864",
+                "max_in_flight_bytes = 4294967296",
+            ),
+            "node.max_in_flight_bytes",
+        ),
     ];
     for (toml, key) in cases {
         let error = error_of(&toml);
@@ -144,6 +159,18 @@ fn validation_names_the_key() {
 fn mirroring_a_cluster_into_itself_needs_a_new_topic_name() {
     let toml = VALID
         .replace("destination = \"agg\"", "destination = \"dc1\"")
+        .replace("dc1.{topic}", "{topic}");
+    let error = error_of(&toml);
+    assert!(
+        error.contains("datastreams[0].destination_topic"),
+        "{error}"
+    );
+    // The same cluster under another name and spelling is still the same cluster.
+    let toml = VALID
+        .replace(
+            "127.0.0.1:9093,127.0.0.1:9094",
+            "127.0.0.1:9093, 127.0.0.1:9092",
+        )
         .replace("dc1.{topic}", "{topic}");
     let error = error_of(&toml);
     assert!(
