@@ -44,6 +44,9 @@ pub fn consumer_config(
                 (prefetch_bytes / 1024).max(1).to_string(),
             ),
             ("fetch.wait.max.ms", "100".to_string()),
+            // When the prefetch queue is full, librdkafka waits this long before fetching that partition
+            // again; its default (1 s) starves a task that drains the queue in milliseconds.
+            ("fetch.queue.backoff.ms", "10".to_string()),
             ("enable.partition.eof", "false".to_string()),
         ],
         overrides,
