@@ -196,7 +196,8 @@ impl MirrorTask {
             // Reading the clock for every record costs more than the rest of the loop: while records
             // flow, look every 64 polls.
             polls = polls.wrapping_add(1);
-            if (idle || polls % 64 == 0) && last_housekeeping.elapsed() >= Duration::from_millis(5)
+            if (idle || polls.is_multiple_of(64))
+                && last_housekeeping.elapsed() >= Duration::from_millis(5)
             {
                 self.housekeeping();
                 last_housekeeping = Instant::now();
