@@ -22,6 +22,20 @@ fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
         .expect("producer")
 }
 
+/// Sends a text record with key `k` to `topic` (to `partition` when given).
+fn send_text(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    partition: Option<i32>,
+    value: &str,
+) {
+    let mut record = BaseRecord::<str, str>::to(topic).key("k").payload(value);
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
+    producer.send(record).map_err(|(e, _)| e).unwrap();
+}
+
 #[test]
 fn records_keep_key_value_headers_timestamp_partition_and_order() {
     let pair = pair();
@@ -209,14 +223,7 @@ exclude_pattern = ".*\\.skip"
     let source = producer(&pair.source.bootstrap());
     for topic in [&first, &later, &skipped] {
         for i in 0..30 {
-            source
-                .send(
-                    BaseRecord::to(topic.as_str())
-                        .key("k")
-                        .payload(&format!("{i}")),
-                )
-                .map_err(|(e, _)| e)
-                .unwrap();
+            send_text(&source, topic, None, &format!("{i}"));
         }
     }
     source.flush(Duration::from_secs(30)).unwrap();
@@ -256,15 +263,7 @@ exclude_pattern = ".*\\.skip"
     aqueduct_testkit::add_partitions(&pair.source.bootstrap(), &first, 4).unwrap();
     let source = producer(&pair.source.bootstrap());
     for i in 0..20 {
-        source
-            .send(
-                BaseRecord::to(first.as_str())
-                    .partition(3)
-                    .key("k")
-                    .payload(&format!("new-{i}")),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
+        send_text(&source, &first, Some(3), &format!("new-{i}"));
     }
     source.flush(Duration::from_secs(30)).unwrap();
     let grown = read_records(
@@ -311,15 +310,7 @@ topics = ["{topic}"]
     let engine = Engine::start(&config).unwrap();
     let source = producer(&pair.source.bootstrap());
     for i in 0..10 {
-        source
-            .send(
-                BaseRecord::to(&topic)
-                    .partition(0)
-                    .key("k")
-                    .payload(&format!("small-{i}")),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
+        send_text(&source, &topic, Some(0), &format!("small-{i}"));
     }
     source.flush(Duration::from_secs(30)).unwrap();
     assert!(wait_until(Duration::from_secs(30), || engine
@@ -335,24 +326,8 @@ topics = ["{topic}"]
         .map_err(|(e, _)| e)
         .unwrap();
     for i in 0..10 {
-        source
-            .send(
-                BaseRecord::to(&topic)
-                    .partition(0)
-                    .key("k")
-                    .payload(&format!("after-{i}")),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
-        source
-            .send(
-                BaseRecord::to(&topic)
-                    .partition(1)
-                    .key("k")
-                    .payload(&format!("other-{i}")),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
+        send_text(&source, &topic, Some(0), &format!("after-{i}"));
+        send_text(&source, &topic, Some(1), &format!("other-{i}"));
     }
     source.flush(Duration::from_secs(30)).unwrap();
 
@@ -414,10 +389,7 @@ fn a_committed_offset_outside_the_log_stops_the_partition_instead_of_jumping() {
     create_topic(&pair.source.bootstrap(), &topic, 1, &[]).unwrap();
     let source = producer(&pair.source.bootstrap());
     for i in 0..5 {
-        source
-            .send(BaseRecord::to(&topic).key("k").payload(&format!("{i}")))
-            .map_err(|(e, _)| e)
-            .unwrap();
+        send_text(&source, &topic, None, &format!("{i}"));
     }
     source.flush(Duration::from_secs(30)).unwrap();
     // A committed offset past the end, as after the topic was deleted and re-created.
