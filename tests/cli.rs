@@ -46,6 +46,20 @@ fn check_config_accepts_a_valid_file() {
 }
 
 #[test]
+fn the_example_config_in_deploy_is_valid() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/aqueduct.example.toml"
+    );
+    let (code, stdout, stderr) = run(&["check-config", "--config", path], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("datastream dcs-to-aggregate: dc1,dc2 -> aggregate ({source}.{topic})"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn bad_config_files_name_the_key_and_exit_2() {
     let cases = [
         (
