@@ -27,9 +27,10 @@ lint: deps
 fmt:
 	$(CARGO) fmt --all
 
-## Throughput of aqueduct against a kcat pipe and the bare-librdkafka ceiling.
+## Throughput of aqueduct against a kcat pipe and the bare-librdkafka ceiling; assignment time of the balancer.
 bench: deps
 	$(CARGO) bench -p aqueduct-benches --bench throughput
+	$(CARGO) bench -p aqueduct-benches --bench balancer
 
 clean:
 	$(CARGO) clean
