@@ -1,0 +1,94 @@
+//! Where a cluster keeps its state in ZooKeeper. Everything lives under `/aqueduct/<cluster>`:
+//!
+//! ```text
+//! /aqueduct/<cluster>/liveinstances/i-<seq>      ephemeral sequential, data = instance name;
+//!                                               the lowest sequence is the leader
+//! /aqueduct/<cluster>/instances/<instance>        per-instance state (assignments, task state)
+//! /aqueduct/<cluster>/datastreams/<name>          datastream definitions
+//! ```
+
+/// Prefix of live-instance nodes; ZooKeeper appends a ten-digit sequence.
+pub const LIVE_INSTANCE_PREFIX: &str = "i-";
+
+/// Paths of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    root: String,
+}
+
+impl Layout {
+    /// The layout of cluster `cluster` (a name of `[A-Za-z0-9._-]`).
+    pub fn new(cluster: &str) -> Self {
+        Self {
+            root: format!("/aqueduct/{cluster}"),
+        }
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Parent of the live-instance nodes.
+    pub fn live_instances(&self) -> String {
+        format!("{}/liveinstances", self.root)
+    }
+
+    /// Path to create a live-instance node with (sequential).
+    pub fn live_instance_prefix(&self) -> String {
+        format!("{}/liveinstances/{LIVE_INSTANCE_PREFIX}", self.root)
+    }
+
+    /// State of one instance.
+    pub fn instance(&self, name: &str) -> String {
+        format!("{}/instances/{name}", self.root)
+    }
+
+    /// Datastream definitions.
+    pub fn datastreams(&self) -> String {
+        format!("{}/datastreams", self.root)
+    }
+}
+
+/// The sequence number of a live-instance node name (`i-0000000042` is 42).
+pub fn sequence_of(child: &str) -> Option<u64> {
+    child.strip_prefix(LIVE_INSTANCE_PREFIX)?.parse().ok()
+}
+
+/// Live-instance children in election order (lowest sequence first); foreign names are left out.
+pub fn election_order(children: &[String]) -> Vec<(u64, String)> {
+    let mut ordered: Vec<(u64, String)> = children
+        .iter()
+        .filter_map(|c| sequence_of(c).map(|s| (s, c.clone())))
+        .collect();
+    ordered.sort();
+    ordered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_live_under_the_cluster_root() {
+        let layout = Layout::new("prod");
+        assert_eq!(layout.live_instances(), "/aqueduct/prod/liveinstances");
+        assert_eq!(
+            layout.live_instance_prefix(),
+            "/aqueduct/prod/liveinstances/i-"
+        );
+        assert_eq!(layout.instance("node-1"), "/aqueduct/prod/instances/node-1");
+        assert_eq!(layout.datastreams(), "/aqueduct/prod/datastreams");
+    }
+
+    #[test]
+    fn election_order_is_by_sequence() {
+        let children = vec![
+            "i-0000000012".to_string(),
+            "junk".to_string(),
+            "i-0000000003".to_string(),
+            "i-0000000100".to_string(),
+        ];
+        let order: Vec<u64> = election_order(&children).iter().map(|(s, _)| *s).collect();
+        assert_eq!(order, vec![3, 12, 100]);
+    }
+}

@@ -1,0 +1,244 @@
+//! Cluster membership and leader election through ZooKeeper.
+//!
+//! A [`Member`] registers its instance as an ephemeral sequential node under the cluster's live instances;
+//! the lowest sequence is the leader, and every other member watches only its predecessor (no herd effect).
+//! The member's [`Role`] is published on a watch channel. On a ZooKeeper disconnect the member reports
+//! [`Role::Disconnected`] at once, so a leader that may have lost its session stops acting as leader; when
+//! the session expires the member opens a new session, registers again and rejoins the election by itself.
+
+pub mod layout;
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use zookeeper_client as zk;
+
+pub use layout::Layout;
+
+/// What a member is in the election.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Not (or no longer) known to be connected: act as neither leader nor follower.
+    Disconnected,
+    /// This member leads the cluster.
+    Leader,
+    /// Another member leads; `leader` is its instance name.
+    Follower { leader: String },
+}
+
+/// Settings of a member.
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    /// ZooKeeper connect string, `host:port[,host:port...]`.
+    pub zookeeper: String,
+    /// Cluster name; everything lives under `/aqueduct/<cluster>`.
+    pub cluster: String,
+    /// This instance's name, unique in the cluster.
+    pub instance: String,
+    pub session_timeout: Duration,
+}
+
+/// Why a coordination step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinationError {
+    #[error("zookeeper: {0}")]
+    ZooKeeper(#[from] zk::Error),
+    #[error("session ended: {0:?}")]
+    SessionEnded(zk::SessionState),
+}
+
+/// A running member; dropping it (or [`Member::leave`]) closes its session, which removes its live-instance
+/// node at once so the others do not wait for a session timeout.
+pub struct Member {
+    role: watch::Receiver<Role>,
+    session: watch::Receiver<Option<zk::SessionInfo>>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Member {
+    /// Starts the member on the current tokio runtime.
+    pub fn start(config: MemberConfig) -> Self {
+        let (role_tx, role) = watch::channel(Role::Disconnected);
+        let (session_tx, session) = watch::channel(None);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(config, role_tx, session_tx, stop_rx));
+        Self {
+            role,
+            session,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// The member's current role.
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    /// The current ZooKeeper session (for diagnostics, and for tests that force its expiry).
+    pub fn session(&self) -> Option<zk::SessionInfo> {
+        self.session.borrow().clone()
+    }
+
+    /// A receiver that sees every role change.
+    pub fn watch_role(&self) -> watch::Receiver<Role> {
+        self.role.clone()
+    }
+
+    /// Leaves the cluster: closes the session and waits for the member to stop.
+    pub async fn leave(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn run(
+    config: MemberConfig,
+    role: watch::Sender<Role>,
+    session_info: watch::Sender<Option<zk::SessionInfo>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let layout = Layout::new(&config.cluster);
+    let mut backoff = Duration::from_millis(200);
+    while !*stop.borrow() {
+        let result = tokio::select! {
+            result = session(&config, &layout, &role, &session_info) => result,
+            _ = stop.changed() => break,
+        };
+        let _ = role.send(Role::Disconnected);
+        match result {
+            Ok(()) => break,
+            Err(error) => {
+                warn!(instance = %config.instance, %error, "coordination session ended; rejoining");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    let _ = role.send(Role::Disconnected);
+}
+
+/// One ZooKeeper session: register, then follow the election until the session ends.
+async fn session(
+    config: &MemberConfig,
+    layout: &Layout,
+    role: &watch::Sender<Role>,
+    session_info: &watch::Sender<Option<zk::SessionInfo>>,
+) -> Result<(), CoordinationError> {
+    let client = zk::Client::connector()
+        .with_session_timeout(config.session_timeout)
+        .connect(&config.zookeeper)
+        .await?;
+    let _ = session_info.send(Some(client.session().clone()));
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    match client.mkdir(&layout.live_instances(), &persistent).await {
+        Ok(()) | Err(zk::Error::NodeExists) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let ephemeral = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+    let (_, sequence) = client
+        .create(
+            &layout.live_instance_prefix(),
+            config.instance.as_bytes(),
+            &ephemeral,
+        )
+        .await?;
+    let mine = sequence.into_i64() as u64;
+    info!(instance = %config.instance, sequence = mine, "registered as a live instance");
+    let mut state = client.state_watcher();
+    loop {
+        let children = client.list_children(&layout.live_instances()).await?;
+        let order = layout::election_order(&children);
+        let Some(position) = order.iter().position(|(s, _)| *s == mine) else {
+            // Our node is gone while the session lives: register again in a new session.
+            return Err(CoordinationError::SessionEnded(zk::SessionState::Expired));
+        };
+        let (predecessor_watch, leader_watch) = if position == 0 {
+            if *role.borrow() != Role::Leader {
+                info!(instance = %config.instance, "became leader");
+            }
+            let _ = role.send(Role::Leader);
+            (None, None)
+        } else {
+            let leader_path = format!("{}/{}", layout.live_instances(), order[0].1);
+            let leader = match client.get_data(&leader_path).await {
+                Ok((data, _)) => String::from_utf8_lossy(&data).into_owned(),
+                // The leader just left: look again.
+                Err(zk::Error::NoNode) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            let _ = role.send(Role::Follower { leader });
+            // The election needs only the predecessor; the leader is watched too so that every follower
+            // learns who leads next (one read each when a leader goes, no competition).
+            let predecessor = format!("{}/{}", layout.live_instances(), order[position - 1].1);
+            let predecessor_watch = match client.check_and_watch_stat(&predecessor).await? {
+                (Some(_), watcher) => watcher,
+                (None, _) => continue,
+            };
+            let leader_watch = if position > 1 {
+                match client.check_and_watch_stat(&leader_path).await? {
+                    (Some(_), watcher) => Some(watcher),
+                    (None, _) => continue,
+                }
+            } else {
+                None
+            };
+            (Some(predecessor_watch), leader_watch)
+        };
+        // Wait for the predecessor to go, or for the session to change.
+        let mut predecessor_gone = predecessor_watch.map(|watcher| Box::pin(watcher.changed()));
+        let mut leader_gone = leader_watch.map(|watcher| Box::pin(watcher.changed()));
+        loop {
+            let gone = async {
+                let predecessor = async {
+                    match predecessor_gone.as_mut() {
+                        Some(event) => {
+                            event.await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                let leader = async {
+                    match leader_gone.as_mut() {
+                        Some(event) => {
+                            event.await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = predecessor => {}
+                    _ = leader => {}
+                }
+            };
+            tokio::select! {
+                changed = state.changed() => match changed {
+                    // Reconnected within the session: look at the election again.
+                    zk::SessionState::SyncConnected => break,
+                    zk::SessionState::Disconnected => {
+                        let _ = role.send(Role::Disconnected);
+                    }
+                    other => return Err(CoordinationError::SessionEnded(other)),
+                },
+                _ = gone => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Leader election against a real ZooKeeper server.
+
+use std::time::Duration;
+
+use aqueduct_coordination::{Member, MemberConfig, Role};
+use aqueduct_testkit::ZooKeeper;
+use zookeeper_client as zk;
+
+const SESSION: Duration = Duration::from_secs(4);
+
+fn member(zk: &ZooKeeper, cluster: &str, instance: &str) -> Member {
+    Member::start(MemberConfig {
+        zookeeper: zk.connect_string(),
+        cluster: cluster.to_string(),
+        instance: instance.to_string(),
+        session_timeout: SESSION,
+    })
+}
+
+/// Waits until the members agree: exactly one leader, every other member follows it by name.
+async fn settled(members: &[(&str, &Member)], timeout: Duration) -> Result<String, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let roles: Vec<(&str, Role)> = members.iter().map(|(n, m)| (*n, m.role())).collect();
+        let leaders: Vec<&str> = roles
+            .iter()
+            .filter(|(_, r)| *r == Role::Leader)
+            .map(|(n, _)| *n)
+            .collect();
+        if let [leader] = leaders[..] {
+            let agreed = roles.iter().all(|(n, r)| {
+                *n == leader
+                    || *r
+                        == Role::Follower {
+                            leader: leader.to_string(),
+                        }
+            });
+            if agreed {
+                return Ok(leader.to_string());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("no agreement: {roles:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_leader_and_a_successor_when_it_leaves() {
+    let zk = ZooKeeper::start().unwrap();
+    let a = member(&zk, "leave", "a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = member(&zk, "leave", "b");
+    let c = member(&zk, "leave", "c");
+    let leader = settled(&[("a", &a), ("b", &b), ("c", &c)], Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(leader, "a", "the first to register leads");
+
+    // Leaving closes the session: the successor takes over without waiting for a session timeout.
+    let started = tokio::time::Instant::now();
+    a.leave().await;
+    let leader = settled(&[("b", &b), ("c", &c)], Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(leader == "b" || leader == "c");
+    assert!(
+        started.elapsed() < SESSION,
+        "took {:?}, as long as a session timeout",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_leader_rejoins_by_itself_and_one_leader_remains() {
+    let zk = ZooKeeper::start().unwrap();
+    let a = member(&zk, "expire", "a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = member(&zk, "expire", "b");
+    let c = member(&zk, "expire", "c");
+    let leader = settled(&[("a", &a), ("b", &b), ("c", &c)], Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(leader, "a");
+
+    // Expire a's session: open it a second time, then close that copy (the server ends the session).
+    let session = a.session().expect("a has a session");
+    let old_id = session.id();
+    let mut closed = false;
+    for _ in 0..5 {
+        let hijack = zk::Client::connector()
+            .with_session(session.clone())
+            .with_connection_timeout(Duration::from_secs(5))
+            .connect(&zk.connect_string())
+            .await;
+        if let Ok(hijack) = hijack {
+            drop(hijack);
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "could not open a's session a second time");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while a.session().map(|s| s.id()) == Some(old_id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a never noticed its expired session"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The others elect a new leader; a opens a new session and follows.
+    let leader = settled(&[("a", &a), ("b", &b), ("c", &c)], Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_ne!(leader, "a", "a rejoined at the end of the line");
+    assert_ne!(
+        a.session().map(|s| s.id()),
+        Some(old_id),
+        "a opened a new session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zookeeper_restart_keeps_sessions_and_the_leader() {
+    let mut zk = ZooKeeper::start().unwrap();
+    let a = member(&zk, "restart", "a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = member(&zk, "restart", "b");
+    let leader = settled(&[("a", &a), ("b", &b)], Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(leader, "a");
+    let mut roles = a.watch_role();
+    let restarted = tokio::task::spawn_blocking(move || {
+        zk.restart().unwrap();
+        zk
+    });
+    // While the server is away the leader reports Disconnected (it must not act as leader).
+    // (The guard `wait_for` returns must not outlive this statement: it blocks the sender.)
+    let disconnected = tokio::time::timeout(
+        Duration::from_secs(10),
+        roles.wait_for(|r| *r == Role::Disconnected),
+    )
+    .await
+    .is_ok_and(|seen| seen.is_ok());
+    assert!(disconnected, "leader never noticed the outage");
+    let _zk = restarted.await.unwrap();
+    let leader = settled(&[("a", &a), ("b", &b)], Duration::from_secs(20)).await;
+    assert_eq!(
+        leader.as_deref(),
+        Ok("a"),
+        "sessions survive a quick server restart"
+    );
+}
