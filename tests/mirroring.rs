@@ -266,6 +266,18 @@ exclude_pattern = ".*\\.skip"
         send_text(&source, &first, Some(3), &format!("new-{i}"));
     }
     source.flush(Duration::from_secs(30)).unwrap();
+    // The reader sees the partitions that exist when it starts: wait for discovery to grow the destination.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            aqueduct_testkit::partition_count(
+                &pair.destination.bootstrap(),
+                &format!("mirror.{first}"),
+            )
+            .unwrap()
+                == Some(4)
+        }),
+        "destination grown to the source's partition count"
+    );
     let grown = read_records(
         &pair.destination.bootstrap(),
         &format!("mirror.{first}"),
