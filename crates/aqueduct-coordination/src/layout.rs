@@ -3,8 +3,13 @@
 //! ```text
 //! /aqueduct/<cluster>/liveinstances/i-<seq>      ephemeral sequential, data = instance name;
 //!                                               the lowest sequence is the leader
-//! /aqueduct/<cluster>/instances/<instance>        per-instance state (assignments, task state)
-//! /aqueduct/<cluster>/datastreams/<name>          datastream definitions
+//! /aqueduct/<cluster>/instances/<i>/assignment    the tasks the leader assigned to instance <i> (JSON)
+//! /aqueduct/<cluster>/instances/<i>/status        the state of those tasks, written by <i> (JSON)
+//! /aqueduct/<cluster>/assignment                  summary by the leader: generation, tasks per stream,
+//!                                               unassigned tasks (JSON)
+//! /aqueduct/<cluster>/datastreams/<name>          datastream definitions (JSON)
+//! /aqueduct/<cluster>/owners/<stream>/t<count>-<index>
+//!                                               ephemeral: the instance running task <index> of <count>
 //! ```
 
 /// Prefix of live-instance nodes; ZooKeeper appends a ten-digit sequence.
@@ -43,10 +48,56 @@ impl Layout {
         format!("{}/instances/{name}", self.root)
     }
 
+    /// Parent of the per-instance nodes.
+    pub fn instances(&self) -> String {
+        format!("{}/instances", self.root)
+    }
+
+    /// The tasks assigned to an instance.
+    pub fn instance_assignment(&self, name: &str) -> String {
+        format!("{}/instances/{name}/assignment", self.root)
+    }
+
+    /// The state of an instance's tasks, as it reports them.
+    pub fn instance_status(&self, name: &str) -> String {
+        format!("{}/instances/{name}/status", self.root)
+    }
+
+    /// The leader's summary of the whole assignment.
+    pub fn assignment(&self) -> String {
+        format!("{}/assignment", self.root)
+    }
+
     /// Datastream definitions.
     pub fn datastreams(&self) -> String {
         format!("{}/datastreams", self.root)
     }
+
+    /// One datastream definition.
+    pub fn datastream(&self, name: &str) -> String {
+        format!("{}/datastreams/{name}", self.root)
+    }
+
+    /// Parent of the ownership nodes of a stream's tasks.
+    pub fn owners(&self, stream: &str) -> String {
+        format!("{}/owners/{stream}", self.root)
+    }
+
+    /// Ownership node of task `index` of `count`.
+    pub fn owner(&self, stream: &str, index: u32, count: u32) -> String {
+        format!("{}/owners/{stream}/{}", self.root, owner_node(index, count))
+    }
+}
+
+/// Name of the ownership node of task `index` of `count`.
+pub fn owner_node(index: u32, count: u32) -> String {
+    format!("t{count}-{index}")
+}
+
+/// The task count and index of an ownership node name (`t4-2` is task 2 of 4).
+pub fn parse_owner_node(name: &str) -> Option<(u32, u32)> {
+    let (count, index) = name.strip_prefix('t')?.split_once('-')?;
+    Some((count.parse().ok()?, index.parse().ok()?))
 }
 
 /// The sequence number of a live-instance node name (`i-0000000042` is 42).
@@ -78,6 +129,19 @@ mod tests {
         );
         assert_eq!(layout.instance("node-1"), "/aqueduct/prod/instances/node-1");
         assert_eq!(layout.datastreams(), "/aqueduct/prod/datastreams");
+    }
+
+    #[test]
+    fn owner_nodes_name_the_task_and_its_count() {
+        let layout = Layout::new("prod");
+        assert_eq!(
+            layout.owner("orders", 2, 4),
+            "/aqueduct/prod/owners/orders/t4-2"
+        );
+        assert_eq!(parse_owner_node("t4-2"), Some((4, 2)));
+        assert_eq!(parse_owner_node(&owner_node(7, 12)), Some((12, 7)));
+        assert_eq!(parse_owner_node("x4-2"), None);
+        assert_eq!(parse_owner_node("t4"), None);
     }
 
     #[test]

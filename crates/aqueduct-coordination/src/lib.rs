@@ -7,6 +7,7 @@
 //! the session expires the member opens a new session, registers again and rejoins the election by itself.
 
 pub mod layout;
+pub mod store;
 
 use std::time::Duration;
 
@@ -28,6 +29,18 @@ pub enum Role {
     Follower { leader: String },
 }
 
+/// A live ZooKeeper session in which this member is registered. Everything a node does in ZooKeeper (its
+/// task ownership nodes, the leader's guarded writes) goes through the session it was registered in, so it
+/// ends with that session.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub client: zk::Client,
+    /// This member's live-instance node.
+    pub live_node: String,
+    /// Counts the sessions of this member (1 for the first).
+    pub number: u64,
+}
+
 /// Settings of a member.
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
@@ -47,6 +60,10 @@ pub enum CoordinationError {
     ZooKeeper(#[from] zk::Error),
     #[error("session ended: {0:?}")]
     SessionEnded(zk::SessionState),
+    #[error("not the leader any more: the live-instance node of this session is gone")]
+    NotLeader,
+    #[error("unreadable document {0}")]
+    Document(String),
 }
 
 /// A running member; dropping it (or [`Member::leave`]) closes its session, which removes its live-instance
@@ -54,6 +71,7 @@ pub enum CoordinationError {
 pub struct Member {
     role: watch::Receiver<Role>,
     session: watch::Receiver<Option<zk::SessionInfo>>,
+    current: watch::Receiver<Option<Session>>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -63,11 +81,18 @@ impl Member {
     pub fn start(config: MemberConfig) -> Self {
         let (role_tx, role) = watch::channel(Role::Disconnected);
         let (session_tx, session) = watch::channel(None);
+        let (current_tx, current) = watch::channel(None);
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(config, role_tx, session_tx, stop_rx));
+        let channels = Channels {
+            role: role_tx,
+            session_info: session_tx,
+            current: current_tx,
+        };
+        let task = tokio::spawn(run(config, channels, stop_rx));
         Self {
             role,
             session,
+            current,
             stop,
             task: Some(task),
         }
@@ -81,6 +106,16 @@ impl Member {
     /// The current ZooKeeper session (for diagnostics, and for tests that force its expiry).
     pub fn session(&self) -> Option<zk::SessionInfo> {
         self.session.borrow().clone()
+    }
+
+    /// The session this member is registered in, while there is one.
+    pub fn current(&self) -> Option<Session> {
+        self.current.borrow().clone()
+    }
+
+    /// A receiver that sees every session change.
+    pub fn watch_session(&self) -> watch::Receiver<Option<Session>> {
+        self.current.clone()
     }
 
     /// A receiver that sees every role change.
@@ -106,20 +141,25 @@ impl Drop for Member {
     }
 }
 
-async fn run(
-    config: MemberConfig,
+struct Channels {
     role: watch::Sender<Role>,
     session_info: watch::Sender<Option<zk::SessionInfo>>,
-    mut stop: watch::Receiver<bool>,
-) {
+    current: watch::Sender<Option<Session>>,
+}
+
+async fn run(config: MemberConfig, channels: Channels, mut stop: watch::Receiver<bool>) {
     let layout = Layout::new(&config.cluster);
+    let role = &channels.role;
     let mut backoff = Duration::from_millis(200);
+    let mut number = 0;
     while !*stop.borrow() {
+        number += 1;
         let result = tokio::select! {
-            result = session(&config, &layout, &role, &session_info) => result,
+            result = session(&config, &layout, &channels, number) => result,
             _ = stop.changed() => break,
         };
         let _ = role.send(Role::Disconnected);
+        let _ = channels.current.send(None);
         match result {
             Ok(()) => break,
             Err(error) => {
@@ -133,25 +173,30 @@ async fn run(
         }
     }
     let _ = role.send(Role::Disconnected);
+    let _ = channels.current.send(None);
 }
 
 /// One ZooKeeper session: register, then follow the election until the session ends.
 async fn session(
     config: &MemberConfig,
     layout: &Layout,
-    role: &watch::Sender<Role>,
-    session_info: &watch::Sender<Option<zk::SessionInfo>>,
+    channels: &Channels,
+    number: u64,
 ) -> Result<(), CoordinationError> {
+    let role = &channels.role;
     let client = zk::Client::connector()
         .with_session_timeout(config.session_timeout)
         .connect(&config.zookeeper)
         .await?;
-    let _ = session_info.send(Some(client.session().clone()));
+    let _ = channels.session_info.send(Some(client.session().clone()));
     let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     match client.mkdir(&layout.live_instances(), &persistent).await {
         Ok(()) | Err(zk::Error::NodeExists) => {}
         Err(error) => return Err(error.into()),
     }
+    // The instance's assignment node exists (and is empty) before the instance is live, so the leader can
+    // always write it.
+    store::reset_instance(&client, layout, &config.instance).await?;
     let ephemeral = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
     let (_, sequence) = client
         .create(
@@ -162,6 +207,11 @@ async fn session(
         .await?;
     let mine = sequence.into_i64() as u64;
     info!(instance = %config.instance, sequence = mine, "registered as a live instance");
+    let _ = channels.current.send(Some(Session {
+        client: client.clone(),
+        live_node: format!("{}{:010}", layout.live_instance_prefix(), mine),
+        number,
+    }));
     let mut state = client.state_watcher();
     loop {
         let children = client.list_children(&layout.live_instances()).await?;

@@ -14,17 +14,18 @@ pub mod stream;
 pub mod task;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aqueduct_model::config::NodeConfig;
+use aqueduct_model::config::{ClusterConfig, DatastreamConfig, NodeConfig, NodeSettings};
+use aqueduct_model::placement::TaskSlice;
 use rdkafka::error::KafkaError;
 use tracing::info;
 
 use crate::budget::InFlightBudget;
 use crate::client::producer_config;
 use crate::producer::ProducerPool;
-use crate::status::NodeStatus;
+use crate::status::{NodeStatus, StreamStatus};
 use crate::stream::{StreamContext, StreamRunner};
 
 /// Why the engine could not start or run something.
@@ -42,89 +43,163 @@ pub enum EngineError {
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The datastreams of one node, with their producer pools and the node's in-flight budget.
+///
+/// A node runs *runners*, each named by a key its caller chooses: a whole datastream ([`Engine::start`],
+/// single-process use) or one task of it ([`Engine::run`] with a [`TaskSlice`], as the cluster assigns).
 pub struct Engine {
-    streams: Vec<StreamRunner>,
-    pools: BTreeMap<String, Arc<ProducerPool>>,
+    clusters: BTreeMap<String, ClusterConfig>,
+    node: NodeSettings,
     budget: Arc<InFlightBudget>,
+    /// Each pool's share of the node's cap.
+    pool_share: u64,
+    inner: Mutex<Running>,
+}
+
+#[derive(Default)]
+struct Running {
+    runners: BTreeMap<String, StreamRunner>,
+    pools: BTreeMap<String, Arc<ProducerPool>>,
+}
+
+/// Streams with producer settings of their own get their own pool; the rest share one per cluster.
+fn pool_of(stream: &DatastreamConfig) -> String {
+    if stream.producer_properties.is_empty() {
+        format!("cluster:{}", stream.destination)
+    } else {
+        format!("stream:{}", stream.name)
+    }
 }
 
 impl Engine {
-    /// Starts every datastream of `config`.
-    pub fn start(config: &NodeConfig) -> Result<Self, EngineError> {
+    /// An engine running nothing yet. `pools` is how many producer pools may exist at once: with more than
+    /// one, a pool may hold at most half of the node's cap, so a destination that is down leaves room for
+    /// the others.
+    pub fn new(config: &NodeConfig, pools: usize) -> Result<Self, EngineError> {
         config
             .validate()
             .map_err(|e| EngineError::Config(e.to_string()))?;
         let budget = Arc::new(InFlightBudget::new(config.node.max_in_flight_bytes));
-        // Streams with producer settings of their own get their own pool; the rest share one per cluster.
-        let pool_of = |stream: &aqueduct_model::config::DatastreamConfig| {
-            if stream.producer_properties.is_empty() {
-                format!("cluster:{}", stream.destination)
-            } else {
-                format!("stream:{}", stream.name)
-            }
+        let pool_share = if pools > 1 {
+            config.node.max_in_flight_bytes / 2
+        } else {
+            config.node.max_in_flight_bytes
         };
-        let pool_count = config
+        Ok(Self {
+            clusters: config.clusters.clone(),
+            node: config.node.clone(),
+            budget,
+            pool_share,
+            inner: Mutex::new(Running::default()),
+        })
+    }
+
+    /// Starts every datastream of `config`, each as a whole.
+    pub fn start(config: &NodeConfig) -> Result<Self, EngineError> {
+        let pools = config
             .datastreams
             .iter()
             .map(pool_of)
             .collect::<std::collections::BTreeSet<_>>()
             .len();
-        // With several pools, one pool may hold at most half of the node's cap: a destination that is down
-        // leaves room for the others.
-        let share = if pool_count > 1 {
-            config.node.max_in_flight_bytes / 2
-        } else {
-            config.node.max_in_flight_bytes
-        };
-        let mut pools: BTreeMap<String, Arc<ProducerPool>> = BTreeMap::new();
-        let mut streams = Vec::new();
+        let engine = Self::new(config, pools)?;
         for stream in &config.datastreams {
-            let destination = &config.clusters[&stream.destination];
-            let pool_name = pool_of(stream);
-            let pool = match pools.get(&pool_name) {
-                Some(pool) => Arc::clone(pool),
-                None => {
-                    let client_id = format!("aqueduct-{}", pool_name.replace(':', "-"));
-                    let pool = Arc::new(ProducerPool::new(
-                        &pool_name,
-                        &producer_config(
-                            destination,
-                            &stream.producer_properties,
-                            &client_id,
-                            config.node.max_in_flight_bytes,
-                        ),
-                        config.node.producers_per_destination,
-                        Arc::new(InFlightBudget::share(&budget, share)),
-                    )?);
-                    pools.insert(pool_name, Arc::clone(&pool));
-                    pool
-                }
-            };
-            streams.push(StreamRunner::start(StreamContext {
-                stream: Arc::new(stream.clone()),
-                clusters: config.clusters.clone(),
-                node: config.node.clone(),
-                budget: Arc::clone(pool.budget()),
-                pool,
-            })?);
+            engine.run(&stream.name, Arc::new(stream.clone()), None)?;
         }
         info!(
-            streams = streams.len(),
-            pools = pools.len(),
-            max_in_flight_bytes = budget.cap(),
+            streams = config.datastreams.len(),
+            max_in_flight_bytes = engine.budget.cap(),
             "engine started"
         );
-        Ok(Self {
-            streams,
-            pools,
-            budget,
-        })
+        Ok(engine)
     }
 
-    /// A snapshot of every stream, task and partition.
+    /// Starts a runner under `key`: task `slice` of `stream`, or all of it. A key already running is left
+    /// alone.
+    pub fn run(
+        &self,
+        key: &str,
+        stream: Arc<DatastreamConfig>,
+        slice: Option<TaskSlice>,
+    ) -> Result<(), EngineError> {
+        let mut running = self.inner.lock().expect("engine");
+        if running.runners.contains_key(key) {
+            return Ok(());
+        }
+        let pool_name = pool_of(&stream);
+        let pool = match running.pools.get(&pool_name) {
+            Some(pool) => Arc::clone(pool),
+            None => {
+                let destination = self.clusters.get(&stream.destination).ok_or_else(|| {
+                    EngineError::Config(format!("unknown cluster `{}`", stream.destination))
+                })?;
+                let client_id = format!("aqueduct-{}", pool_name.replace(':', "-"));
+                let pool = Arc::new(ProducerPool::new(
+                    &pool_name,
+                    &producer_config(
+                        destination,
+                        &stream.producer_properties,
+                        &client_id,
+                        self.node.max_in_flight_bytes,
+                    ),
+                    self.node.producers_per_destination,
+                    Arc::new(InFlightBudget::share(&self.budget, self.pool_share)),
+                )?);
+                running.pools.insert(pool_name, Arc::clone(&pool));
+                pool
+            }
+        };
+        let runner = StreamRunner::start(StreamContext {
+            stream,
+            clusters: self.clusters.clone(),
+            node: self.node.clone(),
+            budget: Arc::clone(pool.budget()),
+            pool,
+            slice,
+        })?;
+        running.runners.insert(key.to_string(), runner);
+        Ok(())
+    }
+
+    /// Stops the runner `key`: no more consumption, records in flight acknowledged (or given up after a
+    /// timeout), offsets committed. Blocks until done.
+    pub fn stop(&self, key: &str) {
+        let runner = self.inner.lock().expect("engine").runners.remove(key);
+        if let Some(mut runner) = runner {
+            runner.stop();
+        }
+    }
+
+    /// Keys of the running runners.
+    pub fn running(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .expect("engine")
+            .runners
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// A snapshot of every stream, task and partition; the runners of one stream are reported together.
     pub fn status(&self) -> NodeStatus {
+        let running = self.inner.lock().expect("engine");
+        let mut streams: Vec<StreamStatus> = Vec::new();
+        for runner in running.runners.values() {
+            let status = runner.status();
+            match streams.iter_mut().find(|s| s.name == status.name) {
+                Some(merged) => {
+                    merged.tasks.extend(status.tasks);
+                    for error in status.errors {
+                        if !merged.errors.contains(&error) {
+                            merged.errors.push(error);
+                        }
+                    }
+                }
+                None => streams.push(status),
+            }
+        }
         NodeStatus {
-            streams: self.streams.iter().map(StreamRunner::status).collect(),
+            streams,
             in_flight_bytes: self.budget.used(),
             max_in_flight_bytes: self.budget.cap(),
             backpressure_waits: self.budget.throttled(),
@@ -132,19 +207,28 @@ impl Engine {
     }
 
     /// Stops consuming, waits for acknowledgements, commits, and flushes the producers.
-    pub fn shutdown(mut self) {
+    pub fn shutdown(self) {
         self.stop_all();
     }
 
-    fn stop_all(&mut self) {
-        for stream in &mut self.streams {
-            stream.stop();
+    fn stop_all(&self) {
+        let (mut runners, pools) = {
+            let mut running = self.inner.lock().expect("engine");
+            (
+                std::mem::take(&mut running.runners),
+                std::mem::take(&mut running.pools),
+            )
+        };
+        // Ask every runner first so they drain in parallel.
+        for runner in runners.values() {
+            runner.request_stop();
         }
-        self.streams.clear();
-        for pool in self.pools.values() {
+        for runner in runners.values_mut() {
+            runner.stop();
+        }
+        for pool in pools.values() {
             pool.flush(FLUSH_TIMEOUT);
         }
-        self.pools.clear();
     }
 }
 

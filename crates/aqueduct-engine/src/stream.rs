@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aqueduct_model::config::{ClusterConfig, DatastreamConfig, NodeSettings};
 use aqueduct_model::naming::{is_replicated_topic_config, TopicFilter, TopicNaming};
-use aqueduct_model::placement::task_for_partition;
+use aqueduct_model::placement::{task_for_partition, TaskSlice};
 use futures_executor::block_on;
 use rdkafka::admin::{
     AdminClient, AdminOptions, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
@@ -37,6 +37,9 @@ pub struct StreamContext {
     pub node: NodeSettings,
     pub pool: Arc<ProducerPool>,
     pub budget: Arc<InFlightBudget>,
+    /// Run only this task of the stream (cluster mode); `None` runs all of it, split into up to
+    /// `max_tasks` tasks per source cluster.
+    pub slice: Option<TaskSlice>,
 }
 
 #[derive(Default)]
@@ -96,6 +99,14 @@ impl StreamRunner {
                 .map(TaskHandle::status)
                 .collect(),
             errors: self.shared.errors.lock().expect("stream errors").clone(),
+        }
+    }
+
+    /// Asks discovery and every task to stop without waiting.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        for task in self.shared.tasks.lock().expect("stream tasks").values() {
+            task.request_stop();
         }
     }
 
@@ -202,7 +213,9 @@ impl Discovery {
             };
             let mut by_task: BTreeMap<usize, Vec<NewPartition>> = BTreeMap::new();
             for (topic, partitions) in topics {
+                let slice = self.context.slice;
                 let new: Vec<i32> = (0..partitions)
+                    .filter(|p| slice.is_none_or(|s| s.owns(&topic, *p)))
                     .filter(|p| !self.known.contains(&(index, topic.clone(), *p)))
                     .collect();
                 if new.is_empty() {
@@ -218,14 +231,15 @@ impl Discovery {
                 };
                 let tasks = self.context.stream.max_tasks;
                 for partition in new {
-                    by_task
-                        .entry(task_for_partition(&topic, partition, tasks))
-                        .or_default()
-                        .push(NewPartition {
-                            topic: topic.clone(),
-                            partition,
-                            route: Arc::clone(&route),
-                        });
+                    let task = match slice {
+                        Some(slice) => slice.index as usize,
+                        None => task_for_partition(&topic, partition, tasks),
+                    };
+                    by_task.entry(task).or_default().push(NewPartition {
+                        topic: topic.clone(),
+                        partition,
+                        route: Arc::clone(&route),
+                    });
                 }
             }
             for (task_index, partitions) in by_task {
@@ -418,7 +432,13 @@ impl Discovery {
     ) -> Result<(), EngineError> {
         let stream = &self.context.stream;
         let source_cluster = &self.sources[source_index].cluster;
-        let id = format!("{}-{source_cluster}-{task_index}", stream.name);
+        let id = match self.context.slice {
+            Some(slice) => format!(
+                "{}-{}of{}-{source_cluster}",
+                stream.name, task_index, slice.count
+            ),
+            None => format!("{}-{source_cluster}-{task_index}", stream.name),
+        };
         let mut tasks = self.shared.tasks.lock().expect("stream tasks");
         if !tasks.contains_key(&id) {
             let cluster = cluster(&self.context.clusters, source_cluster)?;

@@ -20,6 +20,9 @@ pub struct NodeConfig {
     /// Settings of this node.
     #[serde(default)]
     pub node: NodeSettings,
+    /// Cluster membership and task assignment; without `zookeeper` the node runs standalone.
+    #[serde(default)]
+    pub cluster: ClusterSettings,
     /// Kafka clusters by name; datastreams refer to them by name so credentials stay in this file.
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterConfig>,
@@ -57,6 +60,63 @@ impl Default for NodeSettings {
             status_interval_secs: 30,
             status_file: None,
         }
+    }
+}
+
+/// How the node joins an Aqueduct cluster.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Name of the Aqueduct cluster; its state lives under `/aqueduct/<name>` in ZooKeeper.
+    pub name: String,
+    /// ZooKeeper connect string (`host:port[,host:port...]`). Without it the node runs standalone: it
+    /// runs every datastream of its config file itself, with the same assignment code and caps.
+    pub zookeeper: Option<String>,
+    /// This node's name in the cluster; unique. Defaults to the host name.
+    pub instance: Option<String>,
+    /// ZooKeeper session timeout, in milliseconds. A node that loses its session for this long stops its
+    /// tasks; the others take them over.
+    pub session_timeout_ms: u64,
+    /// No node runs more tasks than this; tasks beyond the cluster's capacity stay unassigned and visible.
+    pub max_tasks_per_instance: u32,
+    /// Tasks move between nodes only while (most loaded) - (least loaded) exceeds this many tasks.
+    pub imbalance_threshold: u32,
+    /// The leader waits this long after a change (node, datastream, partitions) before it rebalances, so a
+    /// burst of changes causes one rebalance. In milliseconds.
+    pub rebalance_delay_ms: u64,
+    /// How often the leader counts the source partitions of every datastream (tasks per stream follow
+    /// the partition count), in seconds.
+    pub partition_refresh_interval_secs: u64,
+    /// Standalone mode writes its assignment and task states here (none by default).
+    pub data_dir: Option<String>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            name: "aqueduct".to_string(),
+            zookeeper: None,
+            instance: None,
+            session_timeout_ms: 10_000,
+            max_tasks_per_instance: 64,
+            imbalance_threshold: 1,
+            rebalance_delay_ms: 500,
+            partition_refresh_interval_secs: 30,
+            data_dir: None,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// The instance name: the configured one, else the host name.
+    pub fn instance_name(&self) -> String {
+        self.instance.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "aqueduct".to_string())
+        })
     }
 }
 
@@ -148,9 +208,14 @@ pub struct DatastreamConfig {
     pub on_offset_out_of_range: OutOfRangePolicy,
     /// Consumer group under which source offsets are committed; `aqueduct-<name>` by default.
     pub group_id: Option<String>,
-    /// Upper bound on the tasks (consumers) the partitions of each source cluster are split into.
+    /// Upper bound on the tasks the stream's partitions are split into; the stream has
+    /// min(partitions, max_tasks) tasks, at least one. A task reads its partitions with one consumer per
+    /// source cluster.
     #[serde(default = "default_max_tasks")]
     pub max_tasks: usize,
+    /// At most this many of the stream's tasks on one node (the cluster's cap applies too).
+    #[serde(default)]
+    pub max_tasks_per_instance: Option<u32>,
     /// Create missing destination topics with the source's partition count and topic configs.
     #[serde(default = "default_true")]
     pub create_topics: bool,
@@ -300,6 +365,7 @@ impl NodeConfig {
                 "must be greater than 0",
             ));
         }
+        self.validate_cluster()?;
         for (name, cluster) in &self.clusters {
             let key = format!("clusters.{name}");
             validate_name(&key, name)?;
@@ -347,6 +413,60 @@ impl NodeConfig {
                 ));
             }
             self.validate_stream(&key, stream)?;
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        validate_name("cluster.name", &cluster.name)?;
+        if let Some(instance) = &cluster.instance {
+            validate_name("cluster.instance", instance)?;
+        }
+        if let Some(zookeeper) = &cluster.zookeeper {
+            let valid = !zookeeper.trim().is_empty()
+                && zookeeper.split(',').all(|server| {
+                    let server = server.split('/').next().unwrap_or_default().trim();
+                    server
+                        .rsplit_once(':')
+                        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                });
+            if !valid {
+                return Err(ConfigError::invalid(
+                    "cluster.zookeeper",
+                    format!("`{zookeeper}` is not host:port[,host:port...]"),
+                ));
+            }
+        }
+        if !(1000..=600_000).contains(&cluster.session_timeout_ms) {
+            return Err(ConfigError::invalid(
+                "cluster.session_timeout_ms",
+                "must be between 1000 and 600000",
+            ));
+        }
+        if cluster.max_tasks_per_instance == 0 {
+            return Err(ConfigError::invalid(
+                "cluster.max_tasks_per_instance",
+                "must be at least 1",
+            ));
+        }
+        if cluster.imbalance_threshold == 0 {
+            return Err(ConfigError::invalid(
+                "cluster.imbalance_threshold",
+                "must be at least 1",
+            ));
+        }
+        if cluster.rebalance_delay_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "cluster.rebalance_delay_ms",
+                "must be at most 60000",
+            ));
+        }
+        if cluster.partition_refresh_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                "cluster.partition_refresh_interval_secs",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }
@@ -414,6 +534,12 @@ impl NodeConfig {
             return Err(ConfigError::invalid(
                 format!("{key}.max_tasks"),
                 "must be between 1 and 1024",
+            ));
+        }
+        if stream.max_tasks_per_instance == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{key}.max_tasks_per_instance"),
+                "must be at least 1",
             ));
         }
         if stream.replication_factor == 0 || stream.replication_factor < -1 {

@@ -1,7 +1,24 @@
 //! Where a source partition goes: which task of its datastream reads it, and which destination partition
 //! its records are written to.
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::Partitioning;
+
+/// One task of a datastream in a cluster: task `index` of `count`. It reads the partitions for which
+/// [`task_for_partition`] with `count` tasks gives `index`, from every source cluster of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskSlice {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl TaskSlice {
+    /// Whether this task reads `topic`/`partition`.
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        task_for_partition(topic, partition, self.count as usize) == self.index as usize
+    }
+}
 
 /// The task (0..`tasks`) that reads `topic`/`partition`. Stable: adding partitions or topics never moves an
 /// existing partition to another task, and the partitions of one topic spread evenly over the tasks.
@@ -50,6 +67,16 @@ mod tests {
         let after: Vec<usize> = (0..8).map(|p| task_for_partition("t", p, 3)).collect();
         assert_eq!(before, after);
         assert!((0..100).all(|p| task_for_partition("t", p, 3) < 3));
+    }
+
+    #[test]
+    fn the_slices_of_a_stream_share_out_every_partition_once() {
+        let slices: Vec<TaskSlice> = (0..3).map(|index| TaskSlice { index, count: 3 }).collect();
+        for topic in ["a", "orders", "metrics.cpu"] {
+            for p in 0..50 {
+                assert_eq!(slices.iter().filter(|s| s.owns(topic, p)).count(), 1);
+            }
+        }
     }
 
     #[test]

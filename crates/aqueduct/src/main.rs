@@ -1,11 +1,11 @@
 //! The `aqueduct` node binary.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use aqueduct_engine::status::NodeStatus;
-use aqueduct_engine::Engine;
 use aqueduct_model::config::NodeConfig;
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
@@ -78,33 +78,42 @@ fn check_config(path: &Path) -> Result<()> {
 fn server(path: &Path) -> Result<()> {
     let config = NodeConfig::load(path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("start the runtime")?;
-    let engine = Engine::start(&config).context("start the engine")?;
+    let engine = aqueduct_control::engine(&config).context("start the engine")?;
     let status_every = config.node.status_interval_secs;
     let status_file = config.node.status_file.clone().map(PathBuf::from);
     runtime.block_on(async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("listen for SIGTERM")?;
-        let period = Duration::from_secs(status_every.max(1));
-        let mut ticker = tokio::time::interval(period);
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => { info!("interrupted; shutting down"); break; }
-                _ = terminate.recv() => { info!("terminated; shutting down"); break; }
-                _ = ticker.tick() => {
-                    if status_every > 0 {
-                        report(&engine.status(), status_file.as_deref());
-                    }
+        if status_every > 0 {
+            let engine = Arc::clone(&engine);
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(Duration::from_secs(status_every));
+                loop {
+                    ticker.tick().await;
+                    report(&engine.status(), status_file.as_deref());
                 }
-            }
+            });
         }
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => info!("interrupted; shutting down"),
+                _ = terminate.recv() => info!("terminated; shutting down"),
+            }
+        };
+        aqueduct_control::run(config, Arc::clone(&engine), shutdown).await;
         anyhow::Ok(())
     })?;
-    engine.shutdown();
+    // Every task is stopped and committed; end the status reporter, then flush what the producers hold.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.shutdown(),
+        Err(engine) => drop(engine),
+    }
     info!("stopped");
     Ok(())
 }

@@ -1,0 +1,225 @@
+//! The tasks this node runs: it applies the assignment it was given to the engine, claiming each task
+//! before it starts and letting go only after the task stopped and committed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aqueduct_coordination::layout::Layout;
+use aqueduct_coordination::store::{self, AssignedTask, Claim, TaskReport, TaskState};
+use aqueduct_coordination::Session;
+use aqueduct_engine::status::{NodeStatus, PartitionHealth};
+use aqueduct_engine::Engine;
+use aqueduct_model::config::DatastreamConfig;
+use aqueduct_model::placement::TaskSlice;
+use tracing::{info, warn};
+
+/// Who else may run a task.
+pub enum Ownership {
+    /// Standalone: nobody else.
+    Local,
+    /// Cluster: tasks are claimed in ZooKeeper within the node's session.
+    Claimed {
+        session: Session,
+        layout: Layout,
+        instance: String,
+    },
+}
+
+impl Ownership {
+    async fn claim(&self, task: &AssignedTask) -> Result<Claim, String> {
+        match self {
+            Ownership::Local => Ok(Claim::Owned),
+            Ownership::Claimed {
+                session,
+                layout,
+                instance,
+            } => store::claim(session, layout, instance, task)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn release(&self, task: &AssignedTask) {
+        if let Ownership::Claimed {
+            session, layout, ..
+        } = self
+        {
+            if let Err(error) = store::release(session, layout, task).await {
+                // The claim ends with the session anyway.
+                warn!(%task, %error, "cannot release task");
+            }
+        }
+    }
+}
+
+/// The engine key of a task.
+fn key(task: &AssignedTask) -> String {
+    format!("{}#{}of{}", task.stream, task.index, task.count)
+}
+
+/// Prefix of the engine's task ids of an assigned task (one per source cluster).
+fn task_id_prefix(task: &AssignedTask) -> String {
+    format!("{}-{}of{}-", task.stream, task.index, task.count)
+}
+
+/// The tasks of this node.
+pub struct Agent {
+    engine: Arc<Engine>,
+    running: BTreeMap<AssignedTask, DatastreamConfig>,
+    /// Assigned tasks that are not running, with the reason.
+    held: BTreeMap<AssignedTask, TaskState>,
+}
+
+impl Agent {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self {
+            engine,
+            running: BTreeMap::new(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Tasks running now.
+    pub fn running(&self) -> impl Iterator<Item = &AssignedTask> {
+        self.running.keys()
+    }
+
+    /// Whether some assigned task waits to start.
+    pub fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Makes the node run exactly `desired` (as far as claims allow), with the definitions in `streams`.
+    /// Tasks that are no longer desired, or whose stream definition changed, stop first.
+    pub async fn apply(
+        &mut self,
+        desired: &[AssignedTask],
+        streams: &BTreeMap<String, DatastreamConfig>,
+        ownership: &Ownership,
+    ) {
+        let stale: Vec<AssignedTask> = self
+            .running
+            .iter()
+            .filter(|(task, definition)| {
+                !desired.contains(task) || streams.get(&task.stream) != Some(*definition)
+            })
+            .map(|(task, _)| task.clone())
+            .collect();
+        self.stop(&stale, ownership).await;
+        self.held.clear();
+        for task in desired {
+            if self.running.contains_key(task) {
+                continue;
+            }
+            let Some(definition) = streams.get(&task.stream) else {
+                self.held.insert(
+                    task.clone(),
+                    TaskState::Waiting("datastream definition not found".to_string()),
+                );
+                continue;
+            };
+            match ownership.claim(task).await {
+                Ok(Claim::Owned) => {}
+                Ok(Claim::Busy(reason)) => {
+                    self.held.insert(task.clone(), TaskState::Waiting(reason));
+                    continue;
+                }
+                Err(error) => {
+                    self.held.insert(
+                        task.clone(),
+                        TaskState::Waiting(format!("cannot claim: {error}")),
+                    );
+                    continue;
+                }
+            }
+            let slice = TaskSlice {
+                index: task.index,
+                count: task.count,
+            };
+            match self
+                .engine
+                .run(&key(task), Arc::new(definition.clone()), Some(slice))
+            {
+                Ok(()) => {
+                    info!(%task, "task started");
+                    self.running.insert(task.clone(), definition.clone());
+                }
+                Err(error) => {
+                    warn!(%task, %error, "task did not start");
+                    ownership.release(task).await;
+                    self.held
+                        .insert(task.clone(), TaskState::Error(error.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Stops `tasks` (all at once: each drains and commits), then lets go of them.
+    async fn stop(&mut self, tasks: &[AssignedTask], ownership: &Ownership) {
+        if tasks.is_empty() {
+            return;
+        }
+        let mut stopping = Vec::new();
+        for task in tasks {
+            self.running.remove(task);
+            let engine = Arc::clone(&self.engine);
+            let key = key(task);
+            stopping.push(tokio::task::spawn_blocking(move || engine.stop(&key)));
+        }
+        for stop in stopping {
+            let _ = stop.await;
+        }
+        for task in tasks {
+            info!(%task, "task stopped");
+            ownership.release(task).await;
+        }
+    }
+
+    /// Stops every task. With `release`, claims are given up (a graceful stop); without, they end with the
+    /// session.
+    pub async fn stop_all(&mut self, ownership: Option<&Ownership>) {
+        let tasks: Vec<AssignedTask> = self.running.keys().cloned().collect();
+        self.stop(&tasks, ownership.unwrap_or(&Ownership::Local))
+            .await;
+        self.held.clear();
+    }
+
+    /// The state of every assigned task, for the instance's report.
+    pub fn report(&self, status: &NodeStatus) -> Vec<TaskReport> {
+        let mut reports = Vec::new();
+        for task in self.running.keys() {
+            let prefix = task_id_prefix(task);
+            let partitions = status
+                .streams
+                .iter()
+                .filter(|s| s.name == task.stream)
+                .flat_map(|s| s.tasks.iter())
+                .filter(|t| t.id.starts_with(&prefix))
+                .flat_map(|t| t.partitions.iter());
+            let (total, unhealthy) = partitions.fold((0, 0), |(n, bad), p| {
+                let healthy = matches!(p.health, PartitionHealth::Running);
+                (n + 1, bad + usize::from(!healthy))
+            });
+            reports.push(TaskReport {
+                task: task.clone(),
+                state: TaskState::Running,
+                partitions: total,
+                unhealthy_partitions: unhealthy,
+            });
+        }
+        for (task, state) in &self.held {
+            reports.push(TaskReport {
+                task: task.clone(),
+                state: state.clone(),
+                partitions: 0,
+                unhealthy_partitions: 0,
+            });
+        }
+        reports.sort_by(|a, b| a.task.cmp(&b.task));
+        reports
+    }
+}

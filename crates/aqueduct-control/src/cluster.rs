@@ -1,0 +1,339 @@
+//! Cluster mode: the node joins the election through ZooKeeper; while it leads it plans and writes the
+//! assignment; always, it runs the tasks assigned to it and reports their state.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aqueduct_coordination::layout::Layout;
+use aqueduct_coordination::store::{self, InstanceStatus, Seeded};
+use aqueduct_coordination::{CoordinationError, Member, MemberConfig, Role, Session};
+use aqueduct_engine::Engine;
+use aqueduct_model::config::{DatastreamConfig, NodeConfig};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+use zookeeper_client as zk;
+
+use crate::agent::{Agent, Ownership};
+use crate::partitions::PartitionCounter;
+use crate::plan::{balancer_config, plan, task_counts};
+
+/// Runs the node in its cluster until `shutdown` completes; then stops its tasks (drained and committed),
+/// lets go of them and leaves the cluster so they are reassigned at once.
+pub async fn run(config: NodeConfig, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) {
+    let settings = &config.cluster;
+    let instance = settings.instance_name();
+    let layout = Layout::new(&settings.name);
+    let session_timeout = Duration::from_millis(settings.session_timeout_ms);
+    let member = Member::start(MemberConfig {
+        zookeeper: settings.zookeeper.clone().unwrap_or_default(),
+        cluster: settings.name.clone(),
+        instance: instance.clone(),
+        session_timeout,
+    });
+    info!(cluster = %settings.name, %instance, "joining the cluster");
+    let (stop_leader, stop_rx) = watch::channel(false);
+    let leader = tokio::spawn(lead(
+        config.clone(),
+        member.watch_role(),
+        member.watch_session(),
+        stop_rx,
+    ));
+
+    let mut agent = Agent::new(engine);
+    let mut sessions = member.watch_session();
+    let mut roles = member.watch_role();
+    let mut current: Option<Session> = None;
+    let mut disconnected_since: Option<Instant> = None;
+    let mut reported: Option<InstanceStatus> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let session = member.current();
+        if session.as_ref().map(|s| s.number) != current.as_ref().map(|s| s.number) {
+            if current.is_some() {
+                // The old session is gone and its claims with it: others may run these tasks now.
+                warn!(%instance, "coordination session ended; stopping every task");
+                agent.stop_all(None).await;
+                reported = None;
+            }
+            if let Some(session) = &session {
+                seed(&config, session, &layout).await;
+            }
+            current = session;
+        }
+        if member.role() == Role::Disconnected {
+            let since = *disconnected_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= session_timeout && agent.running().next().is_some() {
+                warn!(%instance, "cut off from ZooKeeper for a session timeout; stopping every task");
+                agent.stop_all(None).await;
+            }
+        } else {
+            disconnected_since = None;
+        }
+        let mut assignment_changed = None;
+        if let (Some(session), None) = (&current, disconnected_since) {
+            match follow(&mut agent, session, &layout, &instance).await {
+                Ok((watcher, status)) => {
+                    assignment_changed = Some(watcher);
+                    if reported.as_ref() != Some(&status) {
+                        match store::write_status(&session.client, &layout, &status).await {
+                            Ok(()) => reported = Some(status),
+                            Err(error) => warn!(%error, "cannot report task states"),
+                        }
+                    }
+                }
+                Err(error) => warn!(%error, "cannot read the assignment"),
+            }
+        }
+        let pause = if agent.has_held() {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(2)
+        };
+        let assignment_event = async {
+            match assignment_changed {
+                Some(watcher) => {
+                    watcher.changed().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = assignment_event => {}
+            _ = sessions.changed() => {}
+            _ = roles.changed() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+    info!(%instance, "leaving the cluster: stopping tasks");
+    let _ = stop_leader.send(true);
+    let _ = leader.await;
+    match &current {
+        Some(session) => {
+            let ownership = Ownership::Claimed {
+                session: session.clone(),
+                layout: layout.clone(),
+                instance: instance.clone(),
+            };
+            agent.stop_all(Some(&ownership)).await;
+        }
+        None => agent.stop_all(None).await,
+    }
+    member.leave().await;
+    info!(%instance, "left the cluster");
+}
+
+/// Writes the datastreams of the config file that the cluster does not know yet.
+async fn seed(config: &NodeConfig, session: &Session, layout: &Layout) {
+    for stream in &config.datastreams {
+        match store::seed_datastream(&session.client, layout, &stream.name, stream).await {
+            Ok(Seeded::Created) => info!(stream = %stream.name, "datastream added to the cluster"),
+            Ok(Seeded::Unchanged) => {}
+            Ok(Seeded::Differs) => warn!(
+                stream = %stream.name,
+                "the cluster's definition of this datastream differs from the config file; the cluster's is used"
+            ),
+            Err(error) => warn!(stream = %stream.name, %error, "cannot add datastream"),
+        }
+    }
+}
+
+/// Applies this instance's assignment; returns a watcher on it and the report to publish.
+async fn follow(
+    agent: &mut Agent,
+    session: &Session,
+    layout: &Layout,
+    instance: &str,
+) -> Result<(zk::OneshotWatcher, InstanceStatus), CoordinationError> {
+    let (assignment, watcher) =
+        store::watch_instance_assignment(&session.client, layout, instance).await?;
+    let mut streams: BTreeMap<String, DatastreamConfig> = BTreeMap::new();
+    for task in &assignment.tasks {
+        if !streams.contains_key(&task.stream) {
+            if let Some(stream) = store::datastream(&session.client, layout, &task.stream).await? {
+                streams.insert(task.stream.clone(), stream);
+            }
+        }
+    }
+    let ownership = Ownership::Claimed {
+        session: session.clone(),
+        layout: layout.clone(),
+        instance: instance.to_string(),
+    };
+    agent.apply(&assignment.tasks, &streams, &ownership).await;
+    let status = InstanceStatus {
+        instance: instance.to_string(),
+        generation: assignment.generation,
+        tasks: agent.report(&agent.engine().status()),
+    };
+    Ok((watcher, status))
+}
+
+/// The leader's duty: whenever this member leads, plan and write the assignment after every change.
+async fn lead(
+    config: NodeConfig,
+    mut roles: watch::Receiver<Role>,
+    mut sessions: watch::Receiver<Option<Session>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let layout = Layout::new(&config.cluster.name);
+    let instance = config.cluster.instance_name();
+    let counter = Arc::new(Mutex::new(PartitionCounter::new(config.clusters.clone())));
+    while !*stop.borrow() {
+        let session = sessions.borrow().clone();
+        let role = roles.borrow().clone();
+        if let (Role::Leader, Some(session)) = (role, session) {
+            info!(%instance, "leading: planning the assignment");
+            let term = Term {
+                config: &config,
+                layout: &layout,
+                instance: &instance,
+                session,
+                counter: Arc::clone(&counter),
+            };
+            tokio::select! {
+                result = term.run(&mut roles) => {
+                    if let Err(error) = result {
+                        warn!(%instance, %error, "leadership term ended");
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = roles.changed() => {}
+            _ = sessions.changed() => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// One leadership term: lasts while the member leads in the same session.
+struct Term<'a> {
+    config: &'a NodeConfig,
+    layout: &'a Layout,
+    instance: &'a str,
+    session: Session,
+    counter: Arc<Mutex<PartitionCounter>>,
+}
+
+impl Term<'_> {
+    async fn run(&self, roles: &mut watch::Receiver<Role>) -> Result<(), CoordinationError> {
+        let client = &self.session.client;
+        let settings = &self.config.cluster;
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        match client.mkdir(&self.layout.datastreams(), &persistent).await {
+            Ok(()) | Err(zk::Error::NodeExists) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let mut stream_events = client
+            .watch(
+                &self.layout.datastreams(),
+                zk::AddWatchMode::PersistentRecursive,
+            )
+            .await?;
+        let previous = store::summary(client, self.layout)
+            .await?
+            .unwrap_or_default();
+        let mut generation = previous.generation;
+        let mut counts = previous.task_counts.clone();
+        let mut last_summary = None;
+        let mut partitions: BTreeMap<String, u32> = BTreeMap::new();
+        let mut counted: Option<(Instant, BTreeMap<String, DatastreamConfig>)> = None;
+        let refresh = Duration::from_secs(settings.partition_refresh_interval_secs);
+        let delay = Duration::from_millis(settings.rebalance_delay_ms);
+        loop {
+            if *roles.borrow() != Role::Leader {
+                return Ok(());
+            }
+            let live: Vec<String> = store::live_instances(client, self.layout)
+                .await?
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect();
+            let streams: BTreeMap<String, DatastreamConfig> =
+                store::datastreams(client, self.layout).await?;
+            let recount = match &counted {
+                Some((at, seen)) => at.elapsed() >= refresh || *seen != streams,
+                None => true,
+            };
+            if recount {
+                let counter = Arc::clone(&self.counter);
+                let to_count = streams.clone();
+                partitions = tokio::task::spawn_blocking(move || {
+                    counter.lock().expect("partition counter").count(&to_count)
+                })
+                .await
+                .unwrap_or_default();
+                counted = Some((Instant::now(), streams.clone()));
+            }
+            counts = task_counts(&streams, &partitions, &counts);
+            let known = store::instance_assignments(client, self.layout).await?;
+            let planned = plan(
+                &streams,
+                counts.clone(),
+                &live,
+                &known,
+                balancer_config(settings),
+            );
+            let changes = planned.changes(&known, generation + 1);
+            let summary = planned.summary(generation + 1, self.instance);
+            let summary_changed =
+                last_summary
+                    .as_ref()
+                    .is_none_or(|last: &store::AssignmentSummary| {
+                        last.task_counts != summary.task_counts
+                            || last.instances != summary.instances
+                            || last.unassigned != summary.unassigned
+                    });
+            if !changes.is_empty() || summary_changed {
+                match store::write_assignment(&self.session, self.layout, &summary, &changes).await
+                {
+                    Ok(()) => {
+                        generation += 1;
+                        let moved: Vec<&String> = changes.keys().collect();
+                        info!(
+                            generation,
+                            instances = live.len(),
+                            tasks = planned.assignment.assigned(),
+                            unassigned = summary.unassigned.len(),
+                            changed = ?moved,
+                            "assignment written"
+                        );
+                        if !summary.unassigned.is_empty() {
+                            let waiting: Vec<String> =
+                                summary.unassigned.iter().map(ToString::to_string).collect();
+                            warn!(
+                                unassigned = ?waiting,
+                                "tasks unassigned: the live nodes are at their max_tasks_per_instance"
+                            );
+                        }
+                        last_summary = Some(summary);
+                    }
+                    Err(CoordinationError::NotLeader) => {
+                        error!("lost leadership while writing the assignment; not written");
+                        return Err(CoordinationError::NotLeader);
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            // Wait for a change: a node coming or going, a datastream changing, the next partition count,
+            // or the end of leadership; then let a burst of changes settle.
+            let (_, live_changed) = client
+                .list_and_watch_children(&self.layout.live_instances())
+                .await?;
+            let until_recount =
+                refresh.saturating_sub(counted.as_ref().map_or(refresh, |(at, _)| at.elapsed()));
+            tokio::select! {
+                _ = live_changed.changed() => {}
+                _ = stream_events.changed() => {}
+                _ = roles.changed() => {}
+                _ = tokio::time::sleep(until_recount) => {}
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
