@@ -27,7 +27,7 @@ pub use kafka::{KafkaCluster, KafkaOptions};
 pub use node::{aqueduct_binary, AqueductNode};
 pub use process::{free_port, ManagedChild};
 pub use sequence::{check_sequences, CheckReport, SequenceProducer};
-pub use zookeeper::ZooKeeper;
+pub use zookeeper::{ZooKeeper, ZooKeeperEnsemble};
 
 /// A topic name unique to this run: `<prefix>-<random>`.
 pub fn random_name(prefix: &str) -> String {

@@ -108,6 +108,20 @@ impl AqueductNode {
         }
     }
 
+    /// SIGSTOP: the process freezes (its ZooKeeper session expires if it stays frozen long enough).
+    pub fn freeze(&self) {
+        if let Some(process) = &self.process {
+            let _ = process.signal(libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT after [`AqueductNode::freeze`].
+    pub fn thaw(&self) {
+        if let Some(process) = &self.process {
+            let _ = process.signal(libc::SIGCONT);
+        }
+    }
+
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         self.process

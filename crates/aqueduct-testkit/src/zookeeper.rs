@@ -22,34 +22,46 @@ pub struct ZooKeeper {
 impl ZooKeeper {
     /// Starts a standalone server; installs nothing (run `tools/install-deps.sh` first).
     pub fn start() -> Result<Self> {
+        let mut zk = Self::prepare(free_port(), "", None)?;
+        zk.launch()?;
+        Ok(zk)
+    }
+
+    /// Writes the server's directory and config; `quorum` holds the `server.N=` lines of an ensemble.
+    fn prepare(port: u16, quorum: &str, id: Option<usize>) -> Result<Self> {
         if !std::path::Path::new(ZK_SERVER).exists() {
             bail!(
                 "{ZK_SERVER} is missing: run tools/install-deps.sh (apt-get install -y zookeeper)"
             );
         }
         let dir = tempfile::Builder::new().prefix("aqueduct-zk-").tempdir()?;
-        let port = free_port();
         let data = dir.path().join("data");
         fs::create_dir_all(&data)?;
+        if let Some(id) = id {
+            fs::write(data.join("myid"), id.to_string())?;
+        }
         fs::write(
             dir.path().join("zoo.cfg"),
             format!(
                 "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={port}\n\
                  clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n\
-                 minSessionTimeout=1000\n4lw.commands.whitelist=ruok,srvr,stat\n",
+                 minSessionTimeout=1000\n4lw.commands.whitelist=ruok,srvr,stat\n{quorum}",
                 data.display()
             ),
         )?;
-        let mut zk = Self {
+        Ok(Self {
             port,
             dir,
             process: None,
-        };
-        zk.launch()?;
-        Ok(zk)
+        })
     }
 
     fn launch(&mut self) -> Result<()> {
+        self.spawn()?;
+        self.wait_serving()
+    }
+
+    fn spawn(&mut self) -> Result<()> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -64,6 +76,11 @@ impl ZooKeeper {
             .stdout(log.try_clone()?)
             .stderr(log);
         self.process = Some(ManagedChild::spawn("zookeeper", command)?);
+        Ok(())
+    }
+
+    /// Waits until the server answers with a mode (standalone, leader or follower).
+    fn wait_serving(&self) -> Result<()> {
         if !wait_for_port(self.port, Duration::from_secs(30)) {
             bail!("zookeeper did not open port {}", self.port);
         }
@@ -117,6 +134,65 @@ impl ZooKeeper {
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
         self.launch()
+    }
+
+    /// The server's mode (`standalone`, `leader`, `follower`), if it answers.
+    pub fn mode(&self) -> Option<String> {
+        let answer = self.four_letter("srvr").ok()?;
+        let line = answer.lines().find(|l| l.starts_with("Mode:"))?;
+        Some(line.trim_start_matches("Mode:").trim().to_string())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(ManagedChild::is_running)
+    }
+}
+
+/// A ZooKeeper ensemble of local servers.
+pub struct ZooKeeperEnsemble {
+    pub servers: Vec<ZooKeeper>,
+}
+
+impl ZooKeeperEnsemble {
+    /// Starts `size` servers forming one ensemble and waits until all serve.
+    pub fn start(size: usize) -> Result<Self> {
+        let ports: Vec<(u16, u16, u16)> = (0..size)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let quorum: String = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer, election))| {
+                format!("server.{}=127.0.0.1:{peer}:{election}\n", i + 1)
+            })
+            .collect();
+        let mut servers = Vec::new();
+        for (i, (client, _, _)) in ports.iter().enumerate() {
+            servers.push(ZooKeeper::prepare(*client, &quorum, Some(i + 1))?);
+        }
+        for server in &mut servers {
+            server.spawn()?;
+        }
+        for server in &servers {
+            server.wait_serving()?;
+        }
+        Ok(Self { servers })
+    }
+
+    /// All servers, comma-separated.
+    pub fn connect_string(&self) -> String {
+        self.servers
+            .iter()
+            .map(ZooKeeper::connect_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Index of the server that leads the ensemble now.
+    pub fn leader(&self) -> Option<usize> {
+        self.servers
+            .iter()
+            .position(|s| s.mode().as_deref() == Some("leader"))
     }
 }
 
