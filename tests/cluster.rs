@@ -198,40 +198,41 @@ impl Drop for Cluster {
     }
 }
 
-/// Sequence producers writing into every topic until stopped.
+/// Sequence producers writing into every topic until stopped, one thread per topic.
 struct Load {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<Vec<u64>>>,
+    threads: Vec<JoinHandle<Vec<u64>>>,
 }
 
 impl Load {
     fn start(topics: &[String]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let source = pair().source.bootstrap();
-        let topics = topics.to_vec();
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut producers: Vec<SequenceProducer> = topics
-                .iter()
-                .map(|t| SequenceProducer::new(&source, t, PARTITIONS, 100).unwrap())
-                .collect();
-            while !flag.load(Ordering::Acquire) {
-                for producer in &mut producers {
-                    producer.produce(20).unwrap();
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            producers
-                .iter()
-                .map(|p| p.written_per_partition().to_vec())
-                .collect()
-        });
-        Self { stop, thread }
+        let threads = topics
+            .iter()
+            .map(|topic| {
+                let (flag, source, topic) = (Arc::clone(&stop), source.clone(), topic.clone());
+                std::thread::spawn(move || {
+                    let mut producer =
+                        SequenceProducer::new(&source, &topic, PARTITIONS, 100).unwrap();
+                    while !flag.load(Ordering::Acquire) {
+                        producer.produce(50).unwrap();
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    producer.written_per_partition().to_vec()
+                })
+            })
+            .collect();
+        Self { stop, threads }
     }
 
+    /// Stops writing; returns what was written to each topic, per partition.
     fn stop(self) -> Vec<Vec<u64>> {
         self.stop.store(true, Ordering::Release);
-        self.thread.join().expect("load thread")
+        self.threads
+            .into_iter()
+            .map(|t| t.join().expect("load thread"))
+            .collect()
     }
 }
 

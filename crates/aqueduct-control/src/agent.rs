@@ -39,16 +39,19 @@ impl Ownership {
         }
     }
 
-    async fn release(&self, task: &AssignedTask) {
+    /// Gives up a claim; false when ZooKeeper could not be reached (try again later, or the claim ends with
+    /// the session).
+    async fn release(&self, task: &AssignedTask) -> bool {
         if let Ownership::Claimed {
             session, layout, ..
         } = self
         {
             if let Err(error) = store::release(session, layout, task).await {
-                // The claim ends with the session anyway.
-                warn!(%task, %error, "cannot release task");
+                warn!(%task, %error, "cannot release task yet");
+                return false;
             }
         }
+        true
     }
 }
 
@@ -68,6 +71,8 @@ pub struct Agent {
     running: BTreeMap<AssignedTask, DatastreamConfig>,
     /// Assigned tasks that are not running, with the reason.
     held: BTreeMap<AssignedTask, TaskState>,
+    /// Stopped tasks whose claim could not be given up yet.
+    unreleased: Vec<AssignedTask>,
 }
 
 impl Agent {
@@ -76,6 +81,7 @@ impl Agent {
             engine,
             running: BTreeMap::new(),
             held: BTreeMap::new(),
+            unreleased: Vec::new(),
         }
     }
 
@@ -110,6 +116,11 @@ impl Agent {
             .map(|(task, _)| task.clone())
             .collect();
         self.stop(&stale, ownership).await;
+        for task in std::mem::take(&mut self.unreleased) {
+            if !desired.contains(&task) && !ownership.release(&task).await {
+                self.unreleased.push(task);
+            }
+        }
         self.held.clear();
         for task in desired {
             if self.running.contains_key(task) {
@@ -150,7 +161,9 @@ impl Agent {
                 }
                 Err(error) => {
                     warn!(%task, %error, "task did not start");
-                    ownership.release(task).await;
+                    if !ownership.release(task).await {
+                        self.unreleased.push(task.clone());
+                    }
                     self.held
                         .insert(task.clone(), TaskState::Error(error.to_string()));
                 }
@@ -175,17 +188,20 @@ impl Agent {
         }
         for task in tasks {
             info!(%task, "task stopped");
-            ownership.release(task).await;
+            if !ownership.release(task).await {
+                self.unreleased.push(task.clone());
+            }
         }
     }
 
-    /// Stops every task. With `release`, claims are given up (a graceful stop); without, they end with the
-    /// session.
+    /// Stops every task. With `ownership`, claims are given up (a graceful stop); without, they end with
+    /// the session.
     pub async fn stop_all(&mut self, ownership: Option<&Ownership>) {
         let tasks: Vec<AssignedTask> = self.running.keys().cloned().collect();
         self.stop(&tasks, ownership.unwrap_or(&Ownership::Local))
             .await;
         self.held.clear();
+        self.unreleased.clear();
     }
 
     /// The state of every assigned task, for the instance's report.

@@ -121,6 +121,12 @@ pub async fn run(config: NodeConfig, engine: Arc<Engine>, shutdown: impl Future<
         }
         None => agent.stop_all(None).await,
     }
+    // Leave the election at once: the leader reassigns the tasks now, not after a session timeout.
+    if let Some(session) = current.take() {
+        if let Err(error) = session.client.delete(&session.live_node, None).await {
+            warn!(%error, "cannot remove the live-instance node; it goes with the session");
+        }
+    }
     member.leave().await;
     info!(%instance, "left the cluster");
 }
