@@ -359,6 +359,22 @@ fn killed_leader_and_follower_are_replaced_within_the_session_timeout() {
     cluster.wait_for("rebalanced over 3 nodes", Duration::from_secs(30), |v| {
         v.all_running_once(TASKS, 3, 64) && v.running.values().all(|t| t.len() >= TASKS / 3 - 1)
     });
+
+    // A stream's source grows from 2 to 4 partitions: it gets 4 tasks (max_tasks), which start only after
+    // its 2 old tasks stopped, so no partition is read twice at once.
+    let grown = cluster.topics[0].clone();
+    aqueduct_testkit::add_partitions(&pair().source.bootstrap(), &grown, 4).unwrap();
+    let took = cluster.wait_for(
+        "the grown stream runs 4 tasks",
+        Duration::from_secs(30),
+        |v| {
+            v.all_running_once(TASKS + 2, 3, 64)
+                && v.summary
+                    .as_ref()
+                    .is_some_and(|s| s.task_counts.get(&grown) == Some(&4))
+        },
+    );
+    eprintln!("partitions added: 4 tasks for the stream after {took:?}");
     std::thread::sleep(Duration::from_secs(2));
     cluster.check_no_loss();
 }
@@ -372,6 +388,12 @@ fn a_frozen_node_whose_session_expired_rejoins_by_itself() {
         v.all_running_once(TASKS, 3, 64)
     });
     // Freeze the leader past its session timeout: the others take over its tasks and the leadership.
+    let writes = |node: &AqueductNode| {
+        node.log_tail(usize::MAX)
+            .matches("assignment written")
+            .count()
+    };
+    let written_before = writes(&cluster.nodes[0]);
     cluster.nodes[0].freeze();
     let took = cluster.wait_for(
         "tasks of the frozen node moved",

@@ -224,8 +224,14 @@ async fn session(
             if *role.borrow() != Role::Leader {
                 info!(instance = %config.instance, "became leader");
             }
+            // The leader watches its own node: should it vanish while the session lives, it stops leading.
+            let own = format!("{}/{}", layout.live_instances(), order[0].1);
+            let own_watch = match client.check_and_watch_stat(&own).await? {
+                (Some(_), watcher) => watcher,
+                (None, _) => continue,
+            };
             let _ = role.send(Role::Leader);
-            (None, None)
+            (Some(own_watch), None)
         } else {
             let leader_path = format!("{}/{}", layout.live_instances(), order[0].1);
             let leader = match client.get_data(&leader_path).await {

@@ -154,3 +154,78 @@ async fn a_zookeeper_restart_keeps_sessions_and_the_leader() {
         "sessions survive a quick server restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_leader_cannot_write_an_assignment() {
+    use aqueduct_coordination::store::{self, AssignmentSummary, InstanceAssignment};
+    use aqueduct_coordination::{CoordinationError, Layout};
+    use std::collections::BTreeMap;
+
+    let zk = ZooKeeper::start().unwrap();
+    let a = member(&zk, "guard", "a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = member(&zk, "guard", "b");
+    assert_eq!(
+        settled(&[("a", &a), ("b", &b)], Duration::from_secs(10)).await,
+        Ok("a".to_string())
+    );
+    let layout = Layout::new("guard");
+    let session = a.current().expect("a is registered");
+    let summary = AssignmentSummary {
+        generation: 1,
+        leader: "a".to_string(),
+        ..AssignmentSummary::default()
+    };
+    let tasks = BTreeMap::from([(
+        "b".to_string(),
+        InstanceAssignment {
+            generation: 1,
+            tasks: vec![store::AssignedTask {
+                stream: "s".to_string(),
+                index: 0,
+                count: 1,
+            }],
+        },
+    )]);
+    store::write_assignment(&session, &layout, &summary, &tasks)
+        .await
+        .expect("the leader writes");
+
+    // a loses its place (its live-instance node goes, as on session expiry); b leads now.
+    session
+        .client
+        .delete(&session.live_node, None)
+        .await
+        .unwrap();
+    let mut b_role = b.watch_role();
+    let b_leads = tokio::time::timeout(
+        Duration::from_secs(10),
+        b_role.wait_for(|r| *r == Role::Leader),
+    )
+    .await
+    .is_ok_and(|seen| seen.is_ok());
+    assert!(b_leads, "b never took over");
+    let leader = settled(&[("a", &a), ("b", &b)], Duration::from_secs(10)).await;
+    assert_eq!(leader, Ok("b".to_string()));
+
+    // A write prepared by a in its leadership is refused, and nothing of it lands.
+    let stale = AssignmentSummary {
+        generation: 2,
+        leader: "a".to_string(),
+        ..AssignmentSummary::default()
+    };
+    let emptied = BTreeMap::from([("b".to_string(), InstanceAssignment::default())]);
+    let result = store::write_assignment(&session, &layout, &stale, &emptied).await;
+    assert!(
+        matches!(result, Err(CoordinationError::NotLeader)),
+        "{result:?}"
+    );
+    let assignments = store::instance_assignments(&session.client, &layout)
+        .await
+        .unwrap();
+    assert_eq!(assignments["b"], tasks["b"]);
+    assert_eq!(
+        store::summary(&session.client, &layout).await.unwrap(),
+        Some(summary)
+    );
+}
