@@ -416,6 +416,11 @@ fn a_frozen_node_whose_session_expired_rejoins_by_itself() {
         Some("n0"),
         "leadership stayed with the new leader"
     );
+    assert_eq!(
+        writes(&cluster.nodes[0]),
+        written_before,
+        "the former leader wrote no assignment after it was frozen"
+    );
     assert!(
         cluster.nodes[0]
             .log_tail(400)
