@@ -41,6 +41,11 @@ pub async fn run(config: NodeConfig, engine: Arc<Engine>, shutdown: impl Future<
         stop_rx,
     ));
 
+    let renewer = tokio::spawn(renew_lease(
+        Arc::clone(engine.lease()),
+        member.watch_session(),
+        session_timeout,
+    ));
     let mut agent = Agent::new(engine);
     let mut sessions = member.watch_session();
     let mut roles = member.watch_role();
@@ -54,6 +59,7 @@ pub async fn run(config: NodeConfig, engine: Arc<Engine>, shutdown: impl Future<
             if current.is_some() {
                 // The old session is gone and its claims with it: others may run these tasks now.
                 warn!(%instance, "coordination session ended; stopping every task");
+                agent.engine().lease().revoke();
                 agent.stop_all(None).await;
                 reported = None;
             }
@@ -110,6 +116,7 @@ pub async fn run(config: NodeConfig, engine: Arc<Engine>, shutdown: impl Future<
     info!(%instance, "leaving the cluster: stopping tasks");
     let _ = stop_leader.send(true);
     let _ = leader.await;
+    renewer.abort();
     match &current {
         Some(session) => {
             let ownership = Ownership::Claimed {
@@ -129,6 +136,32 @@ pub async fn run(config: NodeConfig, engine: Arc<Engine>, shutdown: impl Future<
     }
     member.leave().await;
     info!(%instance, "left the cluster");
+}
+
+/// Renews the engine's lease after every successful round trip to ZooKeeper in the member's session, for
+/// two thirds of the session timeout: the server cannot have expired the session before then. A node that
+/// was frozen or cut off finds its lease run out and copies nothing until it knows where it stands.
+async fn renew_lease(
+    lease: Arc<aqueduct_engine::lease::Lease>,
+    sessions: watch::Receiver<Option<Session>>,
+    session_timeout: Duration,
+) {
+    let period = (session_timeout / 6).max(Duration::from_millis(100));
+    loop {
+        let session = sessions.borrow().clone();
+        if let Some(session) = session {
+            let asked = Instant::now();
+            if let Ok(Some(_)) = session.client.check_stat(&session.live_node).await {
+                // Counted from before the request was sent: the server heard from us after that.
+                let left = (session_timeout * 2 / 3).saturating_sub(asked.elapsed());
+                let until = asked + session_timeout * 2 / 3;
+                if Instant::now() < until {
+                    lease.renew(left);
+                }
+            }
+        }
+        tokio::time::sleep(period).await;
+    }
 }
 
 /// Writes the datastreams of the config file that the cluster does not know yet.

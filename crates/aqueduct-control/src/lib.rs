@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
+use aqueduct_engine::lease::Lease;
 use aqueduct_engine::{Engine, EngineError};
 use aqueduct_model::config::NodeConfig;
 
@@ -39,7 +40,17 @@ pub fn engine(config: &NodeConfig) -> Result<Arc<Engine>, EngineError> {
             .collect::<BTreeSet<_>>()
             .len()
     };
-    Ok(Arc::new(Engine::new(config, destinations)?))
+    let lease = if config.cluster.zookeeper.is_some() {
+        // Tasks forward records only while the node knows its session is alive (see `cluster::run`).
+        Lease::expired()
+    } else {
+        Lease::unlimited()
+    };
+    Ok(Arc::new(Engine::with_lease(
+        config,
+        destinations,
+        Arc::new(lease),
+    )?))
 }
 
 /// Runs the node in the mode its config selects until `shutdown` completes.

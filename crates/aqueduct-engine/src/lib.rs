@@ -7,6 +7,7 @@
 
 pub mod budget;
 pub mod client;
+pub mod lease;
 pub mod partition;
 pub mod producer;
 pub mod status;
@@ -24,6 +25,7 @@ use tracing::info;
 
 use crate::budget::InFlightBudget;
 use crate::client::producer_config;
+use crate::lease::Lease;
 use crate::producer::ProducerPool;
 use crate::status::{NodeStatus, StreamStatus};
 use crate::stream::{StreamContext, StreamRunner};
@@ -52,6 +54,7 @@ pub struct Engine {
     budget: Arc<InFlightBudget>,
     /// Each pool's share of the node's cap.
     pool_share: u64,
+    lease: Arc<Lease>,
     inner: Mutex<Running>,
 }
 
@@ -89,8 +92,20 @@ impl Engine {
             node: config.node.clone(),
             budget,
             pool_share,
+            lease: Arc::new(Lease::unlimited()),
             inner: Mutex::new(Running::default()),
         })
+    }
+
+    /// Like [`Engine::new`], with tasks that forward records only while `lease` is valid.
+    pub fn with_lease(
+        config: &NodeConfig,
+        pools: usize,
+        lease: Arc<Lease>,
+    ) -> Result<Self, EngineError> {
+        let mut engine = Self::new(config, pools)?;
+        engine.lease = lease;
+        Ok(engine)
     }
 
     /// Starts every datastream of `config`, each as a whole.
@@ -155,6 +170,7 @@ impl Engine {
             budget: Arc::clone(pool.budget()),
             pool,
             slice,
+            lease: Arc::clone(&self.lease),
         })?;
         running.runners.insert(key.to_string(), runner);
         Ok(())
@@ -167,6 +183,11 @@ impl Engine {
         if let Some(mut runner) = runner {
             runner.stop();
         }
+    }
+
+    /// The lease the tasks check before forwarding records.
+    pub fn lease(&self) -> &Arc<Lease> {
+        &self.lease
     }
 
     /// Keys of the running runners.

@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::budget::InFlightBudget;
 use crate::client::{admin_config, consumer_config};
+use crate::lease::Lease;
 use crate::partition::Route;
 use crate::producer::ProducerPool;
 use crate::status::StreamStatus;
@@ -40,6 +41,8 @@ pub struct StreamContext {
     /// Run only this task of the stream (cluster mode); `None` runs all of it, split into up to
     /// `max_tasks` tasks per source cluster.
     pub slice: Option<TaskSlice>,
+    /// Tasks forward records only while the node's lease is valid.
+    pub lease: Arc<Lease>,
 }
 
 #[derive(Default)]
@@ -457,6 +460,7 @@ impl Discovery {
                 consumer,
                 producer: self.context.pool.lease(),
                 budget: Arc::clone(&self.context.budget),
+                lease: Arc::clone(&self.context.lease),
                 commit_interval: Duration::from_millis(self.context.node.commit_interval_ms),
             })
             .map_err(|e| EngineError::Start(e.to_string()))?;

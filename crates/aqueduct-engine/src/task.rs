@@ -25,6 +25,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use crate::budget::InFlightBudget;
+use crate::lease::Lease;
 use crate::partition::{DeliveryFailure, FailureInbox, PartitionState, Route};
 use crate::producer::{Delivery, ProducerLease};
 use crate::status::{PartitionHealth, PartitionStatus, TaskStatus};
@@ -109,6 +110,7 @@ pub struct TaskSpec {
     pub consumer: BaseConsumer,
     pub producer: ProducerLease,
     pub budget: Arc<InFlightBudget>,
+    pub lease: Arc<Lease>,
     pub commit_interval: Duration,
 }
 
@@ -125,6 +127,8 @@ pub fn spawn(spec: TaskSpec) -> std::io::Result<TaskHandle> {
         consumer: spec.consumer,
         producer: spec.producer,
         budget: spec.budget,
+        lease: spec.lease,
+        fenced: false,
         commit_interval: spec.commit_interval,
         stop: Arc::clone(&stop),
         commands: inbox_rx,
@@ -154,6 +158,9 @@ struct MirrorTask {
     consumer: BaseConsumer,
     producer: ProducerLease,
     budget: Arc<InFlightBudget>,
+    lease: Arc<Lease>,
+    /// The node's lease ran out: no record is forwarded until it is renewed.
+    fenced: bool,
     commit_interval: Duration,
     stop: Arc<AtomicBool>,
     commands: Receiver<Vec<NewPartition>>,
@@ -202,6 +209,11 @@ impl MirrorTask {
                 self.housekeeping();
                 last_housekeeping = Instant::now();
             }
+            if self.fenced {
+                std::thread::sleep(Duration::from_millis(10));
+                idle = true;
+                continue;
+            }
             if self.budget.is_exhausted() {
                 self.budget.note_throttled();
                 std::thread::sleep(Duration::from_millis(2));
@@ -229,6 +241,15 @@ impl MirrorTask {
     }
 
     fn housekeeping(&mut self) {
+        let fenced = !self.lease.is_valid();
+        if fenced != self.fenced {
+            if fenced {
+                warn!(task = %self.id, "the node's lease ran out; forwarding stops until it is renewed");
+            } else {
+                info!(task = %self.id, "lease renewed; forwarding again");
+            }
+            self.fenced = fenced;
+        }
         while let Ok(partitions) = self.commands.try_recv() {
             self.add_partitions(partitions);
         }
