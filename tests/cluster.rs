@@ -114,7 +114,7 @@ impl Cluster {
             topics,
             load: None,
         };
-        cluster.load = Some(Load::start(&cluster.topics));
+        cluster.load = Some(Load::start(&cluster.topics, PARTITIONS));
         cluster
     }
 
@@ -205,7 +205,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(topics: &[String]) -> Self {
+    fn start(topics: &[String], partitions: i32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let source = pair().source.bootstrap();
         let threads = topics
@@ -214,7 +214,7 @@ impl Load {
                 let (flag, source, topic) = (Arc::clone(&stop), source.clone(), topic.clone());
                 std::thread::spawn(move || {
                     let mut producer =
-                        SequenceProducer::new(&source, &topic, PARTITIONS, 100).unwrap();
+                        SequenceProducer::new(&source, &topic, partitions, 100).unwrap();
                     while !flag.load(Ordering::Acquire) {
                         producer.produce(50).unwrap();
                         std::thread::sleep(Duration::from_millis(50));
@@ -227,12 +227,19 @@ impl Load {
     }
 
     /// Stops writing; returns what was written to each topic, per partition.
-    fn stop(self) -> Vec<Vec<u64>> {
+    fn stop(mut self) -> Vec<Vec<u64>> {
         self.stop.store(true, Ordering::Release);
-        self.threads
+        std::mem::take(&mut self.threads)
             .into_iter()
             .map(|t| t.join().expect("load thread"))
             .collect()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        // A failed test stops its producers too.
+        self.stop.store(true, Ordering::Release);
     }
 }
 
@@ -520,4 +527,93 @@ fn caps_leave_excess_tasks_unassigned_until_nodes_return() {
     eprintln!("nodes back: every task placed after {took:?}");
     std::thread::sleep(Duration::from_secs(2));
     cluster.check_no_loss();
+}
+
+#[test]
+fn a_standalone_node_plans_with_the_same_caps_and_keeps_its_state_on_disk() {
+    let _serial = serial();
+    let pair = pair();
+    let topic = random_name("standalone");
+    create_topic(&pair.source.bootstrap(), &topic, 4, &[]).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let config = |cap: u32| {
+        format!(
+            r#"
+[node]
+commit_interval_ms = 500
+status_interval_secs = 0
+
+[cluster]
+max_tasks_per_instance = {cap}
+partition_refresh_interval_secs = 1
+data_dir = "{state}"
+
+[clusters.source]
+bootstrap_servers = "{source}"
+[clusters.destination]
+bootstrap_servers = "{destination}"
+
+[[datastreams]]
+name = "solo"
+destination = "destination"
+destination_topic = "mirror.{{topic}}"
+max_tasks = 4
+[[datastreams.sources]]
+cluster = "source"
+topics = ["{topic}"]
+"#,
+            state = state.path().display(),
+            source = pair.source.bootstrap(),
+            destination = pair.destination.bootstrap(),
+        )
+    };
+    let read = |name: &str| -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(state.path().join(name)).ok()?).ok()
+    };
+    let running = |status: &serde_json::Value| {
+        status["tasks"]
+            .as_array()
+            .map_or(0, |t| t.iter().filter(|t| t["state"] == "running").count())
+    };
+    let load = Load::start(std::slice::from_ref(&topic), 4);
+    // Four tasks, room for three: one waits, visibly.
+    let mut node = AqueductNode::start(&config(3)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let summary = read("assignment.json");
+        let status = read("status.json");
+        if let (Some(summary), Some(status)) = (&summary, &status) {
+            if summary["task_counts"]["solo"] == 4
+                && summary["unassigned"].as_array().map(Vec::len) == Some(1)
+                && running(status) == 3
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "state: {summary:?} {status:?}\n{}",
+            node.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(node.log_tail(200).contains("tasks unassigned"));
+    // With room for all four, everything is copied.
+    assert_eq!(node.terminate(), Some(0), "{}", node.log_tail(30));
+    let mut node = AqueductNode::start(&config(4)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let written = load.stop();
+    let report = check_sequences(
+        &pair.destination.bootstrap(),
+        &format!("mirror.{topic}"),
+        &written[0],
+        true,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(report.is_lossless(), "{report:?}\n{}", node.log_tail(30));
+    assert_eq!(report.wrong_partition, 0);
+    let status = read("status.json").unwrap();
+    assert_eq!(running(&status), 4, "{status}");
+    assert_eq!(node.terminate(), Some(0));
 }

@@ -216,15 +216,25 @@ impl Agent {
                 .flat_map(|s| s.tasks.iter())
                 .filter(|t| t.id.starts_with(&prefix))
                 .flat_map(|t| t.partitions.iter());
-            let (total, unhealthy) = partitions.fold((0, 0), |(n, bad), p| {
-                let healthy = matches!(p.health, PartitionHealth::Running);
-                (n + 1, bad + usize::from(!healthy))
-            });
+            let mut total = 0;
+            let mut problems = Vec::new();
+            for partition in partitions {
+                total += 1;
+                match &partition.health {
+                    PartitionHealth::Running => {}
+                    PartitionHealth::Paused(reason) | PartitionHealth::Error(reason) => problems
+                        .push(format!(
+                            "{}-{}: {reason}",
+                            partition.topic, partition.partition
+                        )),
+                }
+            }
             reports.push(TaskReport {
                 task: task.clone(),
                 state: TaskState::Running,
                 partitions: total,
-                unhealthy_partitions: unhealthy,
+                unhealthy_partitions: problems.len(),
+                problems,
             });
         }
         for (task, state) in &self.held {
@@ -233,6 +243,7 @@ impl Agent {
                 state: state.clone(),
                 partitions: 0,
                 unhealthy_partitions: 0,
+                problems: Vec::new(),
             });
         }
         reports.sort_by(|a, b| a.task.cmp(&b.task));

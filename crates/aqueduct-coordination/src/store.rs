@@ -69,6 +69,9 @@ pub struct TaskReport {
     pub partitions: usize,
     /// Partitions stopped by an error or a permanent rejection.
     pub unhealthy_partitions: usize,
+    /// Why, one line per stopped partition (`topic-partition: reason`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// What an instance reports under `instances/<name>/status`.
