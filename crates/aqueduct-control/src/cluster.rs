@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use aqueduct_coordination::layout::Layout;
 use aqueduct_coordination::store::{self, InstanceStatus, Seeded};
-use aqueduct_coordination::{CoordinationError, Member, MemberConfig, Role, Session};
+use aqueduct_coordination::{CoordinationError, Member, Role, Session};
 use aqueduct_engine::Engine;
 use aqueduct_model::config::{DatastreamConfig, NodeConfig};
 use tokio::sync::watch;
@@ -21,17 +21,17 @@ use crate::plan::{balancer_config, plan, task_counts};
 
 /// Runs the node in its cluster until `shutdown` completes; then stops its tasks (drained and committed),
 /// lets go of them and leaves the cluster so they are reassigned at once.
-pub async fn run(config: NodeConfig, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    config: NodeConfig,
+    engine: Arc<Engine>,
+    member: Member,
+    ready: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
     let settings = &config.cluster;
     let instance = settings.instance_name();
     let layout = Layout::new(&settings.name);
     let session_timeout = Duration::from_millis(settings.session_timeout_ms);
-    let member = Member::start(MemberConfig {
-        zookeeper: settings.zookeeper.clone().unwrap_or_default(),
-        cluster: settings.name.clone(),
-        instance: instance.clone(),
-        session_timeout,
-    });
     info!(cluster = %settings.name, %instance, "joining the cluster");
     let (stop_leader, stop_rx) = watch::channel(false);
     let leader = tokio::spawn(lead(
@@ -52,6 +52,7 @@ pub async fn run(config: NodeConfig, engine: Arc<Engine>, shutdown: impl Future<
     let mut current: Option<Session> = None;
     let mut disconnected_since: Option<Instant> = None;
     let mut reported: Option<InstanceStatus> = None;
+    let mut definitions: Option<(u64, zk::PersistentWatcher)> = None;
     tokio::pin!(shutdown);
     loop {
         let session = member.current();
@@ -78,9 +79,22 @@ pub async fn run(config: NodeConfig, engine: Arc<Engine>, shutdown: impl Future<
             disconnected_since = None;
         }
         let mut assignment_changed = None;
+        if current.is_none() || disconnected_since.is_some() {
+            ready.send_replace(false);
+        }
         if let (Some(session), None) = (&current, disconnected_since) {
+            if definitions.as_ref().map(|(number, _)| *number) != Some(session.number) {
+                // Definition changes (a pause, a new pattern) restart the affected tasks without waiting.
+                definitions = session
+                    .client
+                    .watch(&layout.datastreams(), zk::AddWatchMode::PersistentRecursive)
+                    .await
+                    .ok()
+                    .map(|watcher| (session.number, watcher));
+            }
             match follow(&mut agent, session, &layout, &instance).await {
                 Ok((watcher, status)) => {
+                    ready.send_replace(!agent.has_held());
                     assignment_changed = Some(watcher);
                     if reported.as_ref() != Some(&status) {
                         match store::write_status(&session.client, &layout, &status).await {
@@ -105,14 +119,24 @@ pub async fn run(config: NodeConfig, engine: Arc<Engine>, shutdown: impl Future<
                 None => std::future::pending::<()>().await,
             }
         };
+        let definition_event = async {
+            match definitions.as_mut() {
+                Some((_, watcher)) => {
+                    watcher.changed().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             _ = &mut shutdown => break,
             _ = assignment_event => {}
+            _ = definition_event => {}
             _ = sessions.changed() => {}
             _ = roles.changed() => {}
             _ = tokio::time::sleep(pause) => {}
         }
     }
+    ready.send_replace(false);
     info!(%instance, "leaving the cluster: stopping tasks");
     let _ = stop_leader.send(true);
     let _ = leader.await;

@@ -5,49 +5,79 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aqueduct_coordination::store::{InstanceAssignment, InstanceStatus};
+use aqueduct_coordination::store::{AssignmentSummary, InstanceAssignment, InstanceStatus};
 use aqueduct_engine::Engine;
 use aqueduct_model::config::{DatastreamConfig, NodeConfig};
 use serde::Serialize;
+use tokio::sync::watch;
 use tracing::{info, warn};
+
+use crate::streams::{StoreError, StreamStore};
 
 use crate::agent::{Agent, Ownership};
 use crate::partitions::PartitionCounter;
 use crate::plan::{balancer_config, plan, task_counts};
 
-/// Runs the config file's datastreams until `shutdown` completes, then stops every task (drained and
-/// committed).
-pub async fn run(config: NodeConfig, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) {
+/// Runs the datastreams of `store` (seeded from the config file) until `shutdown` completes, then stops every
+/// task (drained and committed).
+pub async fn run(
+    config: NodeConfig,
+    engine: Arc<Engine>,
+    store: Arc<StreamStore>,
+    state: Arc<Mutex<Option<(AssignmentSummary, InstanceStatus)>>>,
+    ready: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
     let instance = config.cluster.instance_name();
-    let streams: BTreeMap<String, DatastreamConfig> = config
-        .datastreams
-        .iter()
-        .map(|s| (s.name.clone(), s.clone()))
-        .collect();
+    for stream in &config.datastreams {
+        match store.create(stream).await {
+            Ok(_) => info!(stream = %stream.name, "datastream added"),
+            Err(StoreError::Exists(_)) => {
+                if store.get(&stream.name).await.map(|v| v.stream) != Ok(stream.clone()) {
+                    warn!(stream = %stream.name, "the stored definition of this datastream differs from the config file; the stored one is used");
+                }
+            }
+            Err(error) => warn!(stream = %stream.name, %error, "cannot add datastream"),
+        }
+    }
     let refresh = Duration::from_secs(config.cluster.partition_refresh_interval_secs);
     let state_dir = config.cluster.data_dir.as_ref().map(PathBuf::from);
     let mut counter = Some(PartitionCounter::new(config.clusters.clone()));
+    let mut counted: Option<(std::time::Instant, BTreeMap<String, DatastreamConfig>)> = None;
+    let mut partitions = BTreeMap::new();
     let mut agent = Agent::new(engine);
     let mut counts = BTreeMap::new();
     let mut known: BTreeMap<String, InstanceAssignment> = BTreeMap::new();
     let mut generation = 0;
-    info!(%instance, streams = streams.len(), "running standalone");
+    info!(%instance, "running standalone");
     tokio::pin!(shutdown);
     loop {
-        let (returned, partitions) = {
+        let streams: BTreeMap<String, DatastreamConfig> = match store.list().await {
+            Ok(all) => all.into_iter().map(|(name, v)| (name, v.stream)).collect(),
+            Err(error) => {
+                warn!(%error, "cannot read datastreams");
+                BTreeMap::new()
+            }
+        };
+        let recount = counted
+            .as_ref()
+            .is_none_or(|(at, seen)| at.elapsed() >= refresh || *seen != streams);
+        if recount {
             let mut counting = counter.take().expect("partition counter");
             let to_count = streams.clone();
-            tokio::task::spawn_blocking(move || {
-                let partitions = counting.count(&to_count);
-                (counting, partitions)
+            let (returned, fresh) = tokio::task::spawn_blocking(move || {
+                let fresh = counting.count(&to_count);
+                (counting, fresh)
             })
             .await
-            .expect("partition count")
-        };
-        counter = Some(returned);
+            .expect("partition count");
+            counter = Some(returned);
+            partitions = fresh;
+            counted = Some((std::time::Instant::now(), streams.clone()));
+        }
         counts = task_counts(&streams, &partitions, &counts);
         let planned = plan(
             &streams,
@@ -72,24 +102,30 @@ pub async fn run(config: NodeConfig, engine: Arc<Engine>, shutdown: impl Future<
             .cloned()
             .unwrap_or_default();
         agent.apply(&desired, &streams, &Ownership::Local).await;
+        let status = InstanceStatus {
+            instance: instance.clone(),
+            generation,
+            tasks: agent.report(&agent.engine().status()),
+        };
+        let summary = planned.summary(generation, &instance);
         if let Some(dir) = &state_dir {
-            let status = InstanceStatus {
-                instance: instance.clone(),
-                generation,
-                tasks: agent.report(&agent.engine().status()),
-            };
-            write_json(
-                dir,
-                "assignment.json",
-                &planned.summary(generation, &instance),
-            );
+            write_json(dir, "assignment.json", &summary);
             write_json(dir, "status.json", &status);
         }
+        *state.lock().expect("local state") = Some((summary, status));
+        ready.send_replace(!agent.has_held());
+        let pause = if agent.has_held() {
+            Duration::from_secs(1)
+        } else {
+            refresh.min(Duration::from_secs(2))
+        };
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = tokio::time::sleep(if agent.has_held() { Duration::from_secs(1) } else { refresh }) => {}
+            _ = store.changed() => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
+    ready.send_replace(false);
     agent.stop_all(None).await;
 }
 

@@ -219,6 +219,8 @@ impl Discovery {
                 let slice = self.context.slice;
                 let new: Vec<i32> = (0..partitions)
                     .filter(|p| slice.is_none_or(|s| s.owns(&topic, *p)))
+                    // Paused by hand: not read until the stream's definition resumes it.
+                    .filter(|p| !self.context.stream.is_partition_paused(&topic, *p))
                     .filter(|p| !self.known.contains(&(index, topic.clone(), *p)))
                     .collect();
                 if new.is_empty() {

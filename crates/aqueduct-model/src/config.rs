@@ -23,6 +23,9 @@ pub struct NodeConfig {
     /// Cluster membership and task assignment; without `zookeeper` the node runs standalone.
     #[serde(default)]
     pub cluster: ClusterSettings,
+    /// The REST API of this node.
+    #[serde(default)]
+    pub api: ApiSettings,
     /// Kafka clusters by name; datastreams refer to them by name so credentials stay in this file.
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterConfig>,
@@ -61,6 +64,44 @@ impl Default for NodeSettings {
             status_file: None,
         }
     }
+}
+
+/// The REST API.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Address to serve the API on (`host:port`); unset: no API.
+    pub listen: Option<String>,
+    /// Requests with larger bodies are refused (413).
+    pub max_body_bytes: usize,
+    /// File the audit log (one JSON line per mutating call) is appended to; unset: the log target `audit`.
+    pub audit_log: Option<String>,
+    /// Bearer tokens, by their SHA-256. None: the API is open (a warning is logged at start).
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            max_body_bytes: 64 * 1024,
+            audit_log: None,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// One accepted bearer token.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// SHA-256 of the token, 64 hex digits (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+    /// The tenant the token acts for: it sees and changes only the datastreams it owns.
+    pub tenant: Option<String>,
+    /// An admin token sees and changes every datastream.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// How the node joins an Aqueduct cluster.
@@ -232,9 +273,55 @@ pub struct DatastreamConfig {
     /// Streams with producer properties get producers of their own instead of the shared pool.
     #[serde(default)]
     pub producer_properties: BTreeMap<String, String>,
-    /// Start paused: the stream's tasks are not run.
+    /// Paused: the stream keeps its committed offsets and runs no task.
     #[serde(default)]
     pub paused: bool,
+    /// Source partitions paused by hand, by topic name: `"*"` for every partition or a list of numbers. They
+    /// keep their committed offsets and are not read until resumed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub paused_partitions: BTreeMap<String, PartitionSet>,
+}
+
+/// Some partitions of a topic, or all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PartitionSet {
+    /// `"*"`.
+    All(AllPartitions),
+    /// `[0, 3]`.
+    Some(std::collections::BTreeSet<u32>),
+}
+
+/// The string `"*"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllPartitions;
+
+impl Serialize for AllPartitions {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("*")
+    }
+}
+
+impl<'de> Deserialize<'de> for AllPartitions {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "*" {
+            Ok(AllPartitions)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "expected \"*\" or a list of partition numbers, got \"{text}\""
+            )))
+        }
+    }
+}
+
+impl PartitionSet {
+    pub fn contains(&self, partition: i32) -> bool {
+        match self {
+            PartitionSet::All(_) => true,
+            PartitionSet::Some(set) => u32::try_from(partition).is_ok_and(|p| set.contains(&p)),
+        }
+    }
 }
 
 fn default_topic_template() -> String {
@@ -254,6 +341,13 @@ fn default_refresh_secs() -> u64 {
 }
 
 impl DatastreamConfig {
+    /// Whether `topic`/`partition` was paused by hand.
+    pub fn is_partition_paused(&self, topic: &str, partition: i32) -> bool {
+        self.paused_partitions
+            .get(topic)
+            .is_some_and(|set| set.contains(partition))
+    }
+
     /// The consumer group of the stream.
     pub fn group_id(&self) -> String {
         self.group_id
@@ -366,6 +460,7 @@ impl NodeConfig {
             ));
         }
         self.validate_cluster()?;
+        self.validate_api()?;
         for (name, cluster) in &self.clusters {
             let key = format!("clusters.{name}");
             validate_name(&key, name)?;
@@ -413,6 +508,52 @@ impl NodeConfig {
                 ));
             }
             self.validate_stream(&key, stream)?;
+        }
+        Ok(())
+    }
+
+    fn validate_api(&self) -> Result<(), ConfigError> {
+        let api = &self.api;
+        if let Some(listen) = &api.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::invalid(
+                    "api.listen",
+                    format!("`{listen}` is not an address such as 127.0.0.1:8080"),
+                ));
+            }
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&api.max_body_bytes) {
+            return Err(ConfigError::invalid(
+                "api.max_body_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, token) in api.tokens.iter().enumerate() {
+            let key = format!("api.tokens[{i}]");
+            let hash = token.sha256.to_ascii_lowercase();
+            if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.sha256"),
+                    "must be the 64 hex digits of the token's SHA-256",
+                ));
+            }
+            if !seen.insert(hash) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.sha256"),
+                    "the same token is listed twice",
+                ));
+            }
+            match (&token.tenant, token.admin) {
+                (Some(tenant), false) => validate_name(&format!("{key}.tenant"), tenant)?,
+                (None, true) => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        key,
+                        "set either tenant = \"<name>\" or admin = true",
+                    ))
+                }
+            }
         }
         Ok(())
     }
@@ -471,8 +612,20 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// Validates one datastream against this node's clusters (as a request to add it would be); errors name
+    /// the field without a `datastreams[i].` prefix.
+    pub fn validate_datastream(&self, stream: &DatastreamConfig) -> Result<(), ConfigError> {
+        self.validate_stream("", stream).map_err(|mut error| {
+            error.key = error.key.trim_start_matches('.').to_string();
+            error
+        })
+    }
+
     fn validate_stream(&self, key: &str, stream: &DatastreamConfig) -> Result<(), ConfigError> {
         validate_name(&format!("{key}.name"), &stream.name)?;
+        if let Some(owner) = &stream.owner {
+            validate_name(&format!("{key}.owner"), owner)?;
+        }
         if stream.sources.is_empty() {
             return Err(ConfigError::invalid(
                 format!("{key}.sources"),
@@ -561,6 +714,9 @@ impl NodeConfig {
                     "must not be empty",
                 ));
             }
+        }
+        for topic in stream.paused_partitions.keys() {
+            validate_topic_name(&format!("{key}.paused_partitions.{topic}"), topic)?;
         }
         for (topic, partitions) in &stream.start_offsets {
             for (partition, offset) in partitions {

@@ -82,10 +82,30 @@ fn server(path: &Path) -> Result<()> {
         .enable_all()
         .build()
         .context("start the runtime")?;
-    let engine = aqueduct_control::engine(&config).context("start the engine")?;
     let status_every = config.node.status_interval_secs;
     let status_file = config.node.status_file.clone().map(PathBuf::from);
-    runtime.block_on(async {
+    let engine = runtime.block_on(async {
+        let listen = config.api.listen.clone();
+        let node = aqueduct_control::Node::start(config).context("start the node")?;
+        let engine = Arc::clone(&node.engine);
+        let (api_stop, mut api_stopped) = tokio::sync::watch::channel(false);
+        if let Some(address) = listen {
+            let listener = tokio::net::TcpListener::bind(&address)
+                .await
+                .with_context(|| format!("api.listen: cannot listen on {address}"))?;
+            let state = Arc::new(
+                aqueduct_api::ApiState::new(Arc::clone(&node.handle))
+                    .context("api.audit_log: cannot open the audit log")?,
+            );
+            tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = api_stopped.wait_for(|stop| *stop).await;
+                };
+                if let Err(error) = aqueduct_api::serve(listener, state, shutdown).await {
+                    warn!(%error, "the REST API stopped");
+                }
+            });
+        }
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("listen for SIGTERM")?;
@@ -104,9 +124,10 @@ fn server(path: &Path) -> Result<()> {
                 _ = tokio::signal::ctrl_c() => info!("interrupted; shutting down"),
                 _ = terminate.recv() => info!("terminated; shutting down"),
             }
+            let _ = api_stop.send(true);
         };
-        aqueduct_control::run(config, Arc::clone(&engine), shutdown).await;
-        anyhow::Ok(())
+        node.run(shutdown).await;
+        anyhow::Ok(engine)
     })?;
     // Every task is stopped and committed; end the status reporter, then flush what the producers hold.
     runtime.shutdown_timeout(Duration::from_secs(1));
