@@ -58,9 +58,24 @@ pub fn stream_lag(
                 }
             }
         }
-        let committed = consumer
-            .committed_offsets(partitions.clone(), TIMEOUT)
-            .map_err(|e| format!("cannot read committed offsets on {}: {e}", source.cluster))?;
+        // The group's coordinator may be moving or loading (NotCoordinator, CoordinatorLoadInProgress):
+        // retry for a few seconds.
+        let mut attempts = 0;
+        let committed = loop {
+            match consumer.committed_offsets(partitions.clone(), TIMEOUT) {
+                Ok(committed) => break committed,
+                Err(_) if attempts < 10 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot read committed offsets on {}: {e}",
+                        source.cluster
+                    ))
+                }
+            }
+        };
         for element in partitions.elements() {
             let (low, high) = consumer
                 .fetch_watermarks(element.topic(), element.partition(), TIMEOUT)

@@ -140,6 +140,23 @@ pub fn topic_overrides(bootstrap: &str, topic: &str) -> Result<HashMap<String, S
         .collect())
 }
 
+/// Records in each partition of `topic` (high minus low watermark); empty when it does not exist.
+pub fn records_per_partition(bootstrap: &str, topic: &str) -> Result<Vec<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("log_level", "3")
+        .create()?;
+    let Some(partitions) = partition_count(bootstrap, topic)? else {
+        return Ok(Vec::new());
+    };
+    let mut counts = Vec::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        counts.push(high - low);
+    }
+    Ok(counts)
+}
+
 /// Sum of the end offsets (high watermarks) of every partition of `topic`; 0 when it does not exist.
 pub fn total_records(bootstrap: &str, topic: &str) -> Result<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
