@@ -312,3 +312,201 @@ fn streams_are_managed_through_any_node_and_pauses_are_durable() {
     assert_eq!(a.process.terminate(), Some(0));
     assert_eq!(b.process.terminate(), Some(0));
 }
+
+/// Everything a node holds about its datastreams, as the API shows it.
+fn snapshot(node: &Node) -> Value {
+    let (status, list) = call(node, "GET", "/v1/datastreams", None);
+    assert_eq!(status, 200, "{list}");
+    let mut streams = Vec::new();
+    for item in list["items"].as_array().unwrap() {
+        let name = item["name"].as_str().unwrap();
+        let (_, body) = call(
+            node,
+            "GET",
+            &format!("/v1/datastreams/{name}?lag=false"),
+            None,
+        );
+        streams.push(json!({"version": body["version"], "definition": body["definition"]}));
+    }
+    Value::Array(streams)
+}
+
+fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        "[ -~]{0,12}".prop_map(Value::from),
+        Just(Value::from("*")),
+        Just(Value::from("source")),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    "[a-z_]{1,10}",
+                    Just("name".to_string()),
+                    Just("sources".to_string()),
+                    Just("max_tasks".to_string()),
+                    Just("destination".to_string()),
+                    Just("paused".to_string()),
+                ],
+                inner,
+                0..4
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A request: method, path, body, If-Match.
+fn bad_request(
+) -> impl proptest::strategy::Strategy<Value = (String, String, Option<String>, Option<String>)> {
+    use proptest::prelude::*;
+    let valid = json!({
+        "name": "fuzzed",
+        "destination": "destination",
+        "sources": [{"cluster": "source", "topics": ["fuzz.topic"]}],
+    });
+    let method = prop_oneof![
+        Just("GET"),
+        Just("POST"),
+        Just("PATCH"),
+        Just("DELETE"),
+        Just("PUT")
+    ]
+    .prop_map(str::to_string);
+    let name = prop_oneof![Just("keep".to_string()), "[a-zA-Z0-9._~%-]{0,16}"];
+    let path = (
+        name,
+        prop_oneof![
+            Just(""),
+            Just("/pause"),
+            Just("/resume"),
+            Just("/partitions/pause"),
+            Just("/partitions/resume"),
+            Just("/unknown")
+        ],
+        prop_oneof![Just(0), Just(1), Just(2), Just(3)],
+        "[a-z0-9=&_-]{0,16}",
+    )
+        .prop_map(|(name, action, shape, query)| match shape {
+            0 => format!("/v1/datastreams/{name}{action}"),
+            1 => format!("/v1/datastreams?{query}"),
+            2 => format!("/v1/datastreams/{name}?{query}"),
+            _ => format!("/v1/{name}"),
+        });
+    let body = prop_oneof![
+        Just(None),
+        json_value().prop_map(|v| Some(v.to_string())),
+        // A valid definition with one field replaced by something random.
+        (
+            prop_oneof![
+                Just("name"),
+                Just("destination"),
+                Just("sources"),
+                Just("max_tasks"),
+                Just("partitioning"),
+                Just("destination_topic"),
+                Just("start_offsets"),
+                Just("consumer_properties"),
+                Just("colour")
+            ],
+            json_value()
+        )
+            .prop_map(move |(field, value)| {
+                let mut v = valid.clone();
+                v[field] = value;
+                Some(v.to_string())
+            }),
+        "[ -~]{0,40}".prop_map(Some),
+        "\\{\"[a-z]{1,5}\": [0-9\\[\\]{},\"]{0,20}".prop_map(Some),
+    ];
+    let if_match = prop_oneof![
+        Just(None),
+        "[ -~]{0,8}".prop_map(Some),
+        Just(Some("\"0\"".to_string()))
+    ];
+    (method, path, body, if_match)
+}
+
+#[test]
+fn generated_bad_requests_never_get_a_5xx_and_change_nothing_when_refused() {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+    let zookeeper = ZooKeeper::start().unwrap();
+    let cluster = random_name("fuzz");
+    let node = start_node(&cluster, &zookeeper.connect_string(), "fuzz");
+    let keep = json!({
+        "name": "keep",
+        "destination": "destination",
+        "destination_topic": "fuzz.{topic}",
+        "sources": [{"cluster": "source", "topic_pattern": "fuzz-nothing-matches-.*"}],
+    });
+    assert_eq!(
+        call(&node, "POST", "/v1/datastreams", Some(&keep.to_string())).0,
+        201
+    );
+    let state = std::cell::RefCell::new(snapshot(&node));
+    let counts = std::cell::RefCell::new(std::collections::BTreeMap::<u16, u32>::new());
+    let mut runner = TestRunner::new(Config {
+        cases: 400,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&bad_request(), |(method, path, body, if_match)| {
+        let mut request =
+            ureq::request(&method, &format!("{}{path}", node.url)).timeout(Duration::from_secs(30));
+        if let Some(tag) = &if_match {
+            request = request.set("If-Match", tag);
+        }
+        let result = match &body {
+            Some(body) => request
+                .set("Content-Type", "application/json")
+                .send_string(body),
+            None => request.call(),
+        };
+        let status = match result {
+            Ok(response) => response.status(),
+            Err(ureq::Error::Status(status, _)) => status,
+            Err(error) => {
+                return Err(TestCaseError::fail(format!(
+                    "{method} {path}: no answer: {error}"
+                )))
+            }
+        };
+        *counts.borrow_mut().entry(status).or_default() += 1;
+        if status >= 500 {
+            return Err(TestCaseError::fail(format!(
+                "{method} {path} {body:?}: {status}"
+            )));
+        }
+        let now = snapshot(&node);
+        if status >= 400 && now != *state.borrow() {
+            return Err(TestCaseError::fail(format!(
+                "{method} {path} {body:?} was refused with {status} but changed the state"
+            )));
+        }
+        // Keep a stream to aim at: a request that deleted it (a valid DELETE) is undone.
+        if call(&node, "GET", "/v1/datastreams/keep?lag=false", None).0 == 404 {
+            call(&node, "POST", "/v1/datastreams", Some(&keep.to_string()));
+        }
+        *state.borrow_mut() = snapshot(&node);
+        Ok(())
+    });
+    eprintln!("fuzz: status counts {:?}", counts.borrow());
+    if let Err(error) = result {
+        panic!("{error}\n{}", node.process.log_tail(20));
+    }
+    let mut process = node.process;
+    assert!(process.is_running(), "the node died");
+    assert!(
+        !process.log_tail(usize::MAX).contains("panicked"),
+        "a handler panicked"
+    );
+    assert_eq!(process.terminate(), Some(0));
+}
