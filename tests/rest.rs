@@ -510,3 +510,170 @@ fn generated_bad_requests_never_get_a_5xx_and_change_nothing_when_refused() {
     );
     assert_eq!(process.terminate(), Some(0));
 }
+
+/// Runs `aqueduct <args>` against `api`; (exit code, stdout, stderr).
+fn cli(api: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(aqueduct_testkit::aqueduct_binary().unwrap())
+        .args(args)
+        .env("AQUEDUCT_API", api)
+        .env("AQUEDUCT_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_manages_streams_through_the_api() {
+    let pair = pair();
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut node = AqueductNode::start(&format!(
+        r#"
+[node]
+status_interval_secs = 0
+[cluster]
+data_dir = "{state}"
+[api]
+listen = "127.0.0.1:{port}"
+[clusters.source]
+bootstrap_servers = "{source}"
+[clusters.destination]
+bootstrap_servers = "{destination}"
+"#,
+        state = state.path().display(),
+        source = pair.source.bootstrap(),
+        destination = pair.destination.bootstrap(),
+    ))
+    .unwrap();
+    let api = format!("http://127.0.0.1:{port}");
+    wait("the API answers", Duration::from_secs(30), || {
+        ureq::get(&format!("{api}/healthz")).call().is_ok()
+    });
+    let topic = random_name("cli");
+    create_topic(&pair.source.bootstrap(), &topic, 2, &[]).unwrap();
+    let definition = json!({
+        "name": "cli-stream",
+        "destination": "destination",
+        "destination_topic": "mirror.{topic}",
+        "sources": [{"cluster": "source", "topics": [topic]}],
+    })
+    .to_string();
+
+    let (code, out, err) = cli(
+        &api,
+        &["stream", "create", "--file", "-"],
+        Some(&definition),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("name:         cli-stream"), "{out}");
+    let (code, out, _) = cli(&api, &["stream", "list"], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("NAME") && out.contains("cli-stream"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&api, &["stream", "get", "cli-stream", "--json"], None);
+    assert_eq!(code, 0);
+    let body: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(body["definition"]["name"], "cli-stream");
+    let (code, out, _) = cli(
+        &api,
+        &[
+            "stream",
+            "pause-partitions",
+            "cli-stream",
+            "--topic",
+            &topic,
+            "--partitions",
+            "0,1",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("paused partitions"), "{out}");
+    let (code, _, _) = cli(
+        &api,
+        &[
+            "stream",
+            "resume-partitions",
+            "cli-stream",
+            "--topic",
+            &topic,
+            "--partitions",
+            "*",
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+    let (code, out, _) = cli(&api, &["stream", "pause", "cli-stream"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("state:        paused"), "{out}");
+    let (code, out, _) = cli(&api, &["stream", "resume", "cli-stream"], None);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = cli(
+        &api,
+        &["stream", "update", "cli-stream", "--file", "-"],
+        Some(r#"{"max_tasks": 2}"#),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = cli(&api, &["instances"], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("mode: standalone") && out.contains("INSTANCE"),
+        "{out}"
+    );
+
+    // Refusals exit 1 with the API's reason; bad arguments and an unreachable API exit 2.
+    let (code, _, err) = cli(&api, &["stream", "get", "nope"], None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("404") && err.contains("does not exist"),
+        "{err}"
+    );
+    let (code, _, err) = cli(
+        &api,
+        &["stream", "update", "cli-stream", "--file", "-"],
+        Some(r#"{"destination": "source"}"#),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("422") && err.contains("destination"), "{err}");
+    let (code, _, err) = cli(
+        &api,
+        &[
+            "stream",
+            "pause-partitions",
+            "cli-stream",
+            "--topic",
+            "t",
+            "--partitions",
+            "x",
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = cli("http://127.0.0.1:1", &["stream", "list"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot reach the API"), "{err}");
+    let (code, out, _) = cli(&api, &["stream", "delete", "cli-stream"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("deleted"), "{out}");
+    assert_eq!(node.terminate(), Some(0));
+}

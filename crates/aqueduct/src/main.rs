@@ -15,6 +15,8 @@ use tracing::{info, warn};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod client;
+
 #[derive(Debug, Parser)]
 #[command(name = "aqueduct", version, about = "Multi-tenant Kafka mirroring")]
 struct Cli {
@@ -35,6 +37,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Manages datastreams through the REST API of any node.
+    Stream {
+        #[command(flatten)]
+        connection: client::Connection,
+        #[command(subcommand)]
+        command: client::StreamCommand,
+    },
+    /// Shows the cluster's nodes, leader, tasks per node and unassigned tasks.
+    Instances {
+        #[command(flatten)]
+        connection: client::Connection,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,9 +63,19 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server { config } => server(&config),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Stream {
+            connection,
+            command,
+        } => client::stream(&connection, command),
+        Command::Instances { connection } => client::instances(&connection),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The API refused the request: its answer is the message.
+        Err(error) if error.downcast_ref::<client::Refused>().is_some() => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::from(1)
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::from(2)
