@@ -211,6 +211,27 @@ fn streams_are_managed_through_any_node_and_pauses_are_durable() {
         "{body}"
     );
 
+    // Records were mirrored: the destination topic name can no longer change.
+    let (status, body) = call(
+        &a,
+        "PATCH",
+        "/v1/datastreams/orders",
+        Some(r#"{"destination_topic": "other.{topic}"}"#),
+    );
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (409, Some("destination_topic")),
+        "{body}"
+    );
+    // Credentials stay in the nodes' config files.
+    let (status, body) = call(
+        &a,
+        "PATCH",
+        "/v1/datastreams/orders",
+        Some(r#"{"consumer_properties": {"sasl.password": "x"}}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+
     // Paused through b: the destination stops growing.
     let (status, body) = call(&b, "POST", "/v1/datastreams/orders/pause", None);
     assert_eq!(status, 200, "{body}");

@@ -747,9 +747,29 @@ impl NodeConfig {
                     "is managed by aqueduct and cannot be overridden",
                 ));
             }
+            // Datastream definitions travel through the REST API and are shown by it: credentials belong
+            // to the clusters of the node's config file.
+            if let Some(name) = properties.keys().find(|k| is_credential(k)) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.{field}.{name}"),
+                    "credentials cannot be set per datastream; put them in the cluster's properties in the node config",
+                ));
+            }
         }
         Ok(())
     }
+}
+
+/// librdkafka properties that carry secrets.
+pub fn is_credential(property: &str) -> bool {
+    let property = property.to_ascii_lowercase();
+    property.contains("password")
+        || property.contains("secret")
+        || property.starts_with("sasl.")
+        || property == "ssl.key.pem"
+        || property == "ssl.keystore.location"
+        || property == "ssl.key.location"
+        || property == "ssl_key"
 }
 
 /// True when two bootstrap lists name a common `host:port` (compared without case and spaces): they are
