@@ -293,13 +293,31 @@ pub async fn openapi() -> Response {
 }
 
 pub async fn instances(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response> {
-    state.tokens.authenticate(&headers)?;
-    let view = state.node.view.read().await.ok_or_else(|| {
+    let principal = state.tokens.authenticate(&headers)?;
+    let mut view = state.node.view.read().await.ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the cluster state cannot be read now",
         )
     })?;
+    if let Principal::Tenant(_) = principal {
+        // A tenant sees the nodes and caps, and only its own streams' tasks.
+        let own: std::collections::BTreeSet<String> = state
+            .node
+            .store
+            .list()
+            .await
+            .map_err(store_error)?
+            .into_values()
+            .filter(|v| principal.may_access(v.stream.owner.as_deref()))
+            .map(|v| v.stream.name)
+            .collect();
+        for instance in &mut view.instances {
+            instance.tasks.retain(|t| own.contains(&t.task.stream));
+        }
+        view.unassigned.retain(|t| own.contains(&t.stream));
+        view.task_counts.retain(|stream, _| own.contains(stream));
+    }
     Ok(Json(view).into_response())
 }
 
