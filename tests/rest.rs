@@ -191,6 +191,9 @@ fn streams_are_managed_through_any_node_and_pauses_are_durable() {
         state_of(&b, "orders") == "running"
     });
     eprintln!("created on a, running through b after {took:?}");
+    wait("both nodes ready", Duration::from_secs(30), || {
+        call(&a, "GET", "/readyz", None).0 == 200 && call(&b, "GET", "/readyz", None).0 == 200
+    });
     let (_, instances) = call(&b, "GET", "/v1/instances", None);
     assert_eq!(
         instances["instances"].as_array().unwrap().len(),
