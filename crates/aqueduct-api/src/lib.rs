@@ -52,6 +52,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
         .route("/v1/openapi.json", get(routes::openapi))
         .route("/v1/instances", get(routes::instances))
         .route("/v1/datastreams", get(routes::list).post(routes::create))

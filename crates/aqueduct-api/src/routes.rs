@@ -288,6 +288,13 @@ pub async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
+/// Prometheus metrics of this node (text format), without a token.
+pub async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let status = state.node.engine.status();
+    let text = aqueduct_engine::metrics::metrics().render(&status);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI).into_response()
 }

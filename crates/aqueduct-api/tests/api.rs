@@ -547,6 +547,7 @@ async fn health_readiness_and_the_openapi_document() {
     for route in [
         "/healthz",
         "/readyz",
+        "/metrics",
         "/v1/openapi.json",
         "/v1/instances",
         "/v1/datastreams",

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use aqueduct_coordination::layout::Layout;
 use aqueduct_coordination::store::{self, InstanceStatus, Seeded};
 use aqueduct_coordination::{CoordinationError, Member, Role, Session};
+use aqueduct_engine::metrics::metrics;
 use aqueduct_engine::Engine;
 use aqueduct_model::config::{DatastreamConfig, NodeConfig};
 use tokio::sync::watch;
@@ -69,6 +70,12 @@ pub async fn run(
             }
             current = session;
         }
+        metrics()
+            .max_tasks
+            .set(i64::from(settings.max_tasks_per_instance));
+        metrics().session_connected.set(i64::from(
+            current.is_some() && member.role() != Role::Disconnected,
+        ));
         if member.role() == Role::Disconnected {
             let since = *disconnected_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= session_timeout && agent.running().next().is_some() {
@@ -95,6 +102,13 @@ pub async fn run(
             match follow(&mut agent, session, &layout, &instance).await {
                 Ok((watcher, status)) => {
                     ready.send_replace(!agent.has_held());
+                    let metrics = metrics();
+                    metrics.tasks_assigned.set(agent.running().count() as i64);
+                    if let Ok(Some(summary)) = store::summary(&session.client, &layout).await {
+                        metrics
+                            .unassigned_tasks
+                            .set(summary.unassigned.len() as i64);
+                    }
                     assignment_changed = Some(watcher);
                     if reported.as_ref() != Some(&status) {
                         match store::write_status(&session.client, &layout, &status).await {
@@ -256,6 +270,7 @@ async fn lead(
                 session,
                 counter: Arc::clone(&counter),
             };
+            metrics().leader.set(1);
             tokio::select! {
                 result = term.run(&mut roles) => {
                     if let Err(error) = result {
@@ -264,6 +279,7 @@ async fn lead(
                 }
                 _ = stop.changed() => break,
             }
+            metrics().leader.set(0);
             continue;
         }
         tokio::select! {
@@ -334,6 +350,7 @@ impl Term<'_> {
                 counted = Some((Instant::now(), streams.clone()));
             }
             counts = task_counts(&streams, &partitions, &counts);
+            let planning = Instant::now();
             let known = store::instance_assignments(client, self.layout).await?;
             let planned = plan(
                 &streams,
@@ -357,6 +374,13 @@ impl Term<'_> {
                 {
                     Ok(()) => {
                         generation += 1;
+                        metrics().rebalances.inc();
+                        metrics()
+                            .rebalance_duration
+                            .observe(planning.elapsed().as_secs_f64());
+                        metrics()
+                            .unassigned_tasks
+                            .set(summary.unassigned.len() as i64);
                         let moved: Vec<&String> = changes.keys().collect();
                         info!(
                             generation,

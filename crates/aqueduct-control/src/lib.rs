@@ -64,6 +64,7 @@ pub fn engine(config: &NodeConfig) -> Result<Arc<Engine>, EngineError> {
 /// What the REST API needs from a running node.
 pub struct NodeHandle {
     pub config: NodeConfig,
+    pub engine: Arc<Engine>,
     pub store: Arc<streams::StreamStore>,
     pub view: view::ViewSource,
     /// Connected to coordination and every assigned task started.
@@ -97,6 +98,8 @@ impl Node {
     /// Must be called inside a tokio runtime.
     pub fn start(config: NodeConfig) -> Result<Self, StartError> {
         let engine = engine(&config)?;
+        aqueduct_engine::metrics::metrics()
+            .set_partition_labels(config.node.metrics_partition_labels);
         let (ready_tx, ready) = watch::channel(false);
         let cap = config.cluster.max_tasks_per_instance;
         let (mode, store, view) = match &config.cluster.zookeeper {
@@ -139,8 +142,9 @@ impl Node {
             }
         };
         Ok(Self {
-            engine,
+            engine: Arc::clone(&engine),
             handle: Arc::new(NodeHandle {
+                engine,
                 config,
                 store: Arc::new(store),
                 view,

@@ -89,6 +89,7 @@ pub async fn run(
         let changes = planned.changes(&known, generation + 1);
         if !changes.is_empty() {
             generation += 1;
+            aqueduct_engine::metrics::metrics().rebalances.inc();
             known.extend(changes);
             if !planned.unassigned.is_empty() {
                 let waiting: Vec<String> =
@@ -102,6 +103,13 @@ pub async fn run(
             .cloned()
             .unwrap_or_default();
         agent.apply(&desired, &streams, &Ownership::Local).await;
+        let m = aqueduct_engine::metrics::metrics();
+        m.leader.set(1);
+        m.session_connected.set(1);
+        m.max_tasks
+            .set(i64::from(config.cluster.max_tasks_per_instance));
+        m.tasks_assigned.set(agent.running().count() as i64);
+        m.unassigned_tasks.set(planned.unassigned.len() as i64);
         let status = InstanceStatus {
             instance: instance.clone(),
             generation,

@@ -48,6 +48,8 @@ pub fn consumer_config(
             // again; its default (1 s) starves a task that drains the queue in milliseconds.
             ("fetch.queue.backoff.ms", "10".to_string()),
             ("enable.partition.eof", "false".to_string()),
+            // Per-partition lag for the metrics and the status.
+            ("statistics.interval.ms", "10000".to_string()),
         ],
         overrides,
         &[

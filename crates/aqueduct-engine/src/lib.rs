@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod client;
 pub mod lease;
+pub mod metrics;
 pub mod partition;
 pub mod producer;
 pub mod status;
@@ -27,7 +28,7 @@ use crate::budget::InFlightBudget;
 use crate::client::producer_config;
 use crate::lease::Lease;
 use crate::producer::ProducerPool;
-use crate::status::{NodeStatus, StreamStatus};
+use crate::status::{NodeStatus, PoolStatus, StreamStatus};
 use crate::stream::{StreamContext, StreamRunner};
 
 /// Why the engine could not start or run something.
@@ -219,11 +220,21 @@ impl Engine {
                 None => streams.push(status),
             }
         }
+        let pools = running
+            .pools
+            .values()
+            .map(|pool| PoolStatus {
+                name: pool.name().to_string(),
+                producers: pool.size(),
+                queued_records: pool.queued(),
+            })
+            .collect();
         NodeStatus {
             streams,
             in_flight_bytes: self.budget.used(),
             max_in_flight_bytes: self.budget.cap(),
             backpressure_waits: self.budget.throttled(),
+            pools,
         }
     }
 

@@ -42,6 +42,34 @@ impl FailureInbox {
     }
 }
 
+/// Metric handles of one partition's datastream, resolved once.
+#[derive(Debug)]
+pub struct PartitionMetrics {
+    pub datastream: String,
+    pub records_consumed: prometheus::IntCounter,
+    pub bytes_consumed: prometheus::IntCounter,
+    pub records_produced: prometheus::IntCounter,
+    pub bytes_produced: prometheus::IntCounter,
+    pub latency: prometheus::Histogram,
+    pub retries: prometheus::IntCounter,
+}
+
+impl PartitionMetrics {
+    pub fn new(datastream: &str) -> Self {
+        let m = crate::metrics::metrics();
+        let label = [datastream];
+        Self {
+            datastream: datastream.to_string(),
+            records_consumed: m.records_consumed.with_label_values(&label),
+            bytes_consumed: m.bytes_consumed.with_label_values(&label),
+            records_produced: m.records_produced.with_label_values(&label),
+            bytes_produced: m.bytes_produced.with_label_values(&label),
+            latency: m.replication_latency.with_label_values(&label),
+            retries: m.retries.with_label_values(&label),
+        }
+    }
+}
+
 /// One source partition of a task.
 #[derive(Debug)]
 pub struct PartitionState {
@@ -60,6 +88,7 @@ pub struct PartitionState {
     pub bytes_acked: AtomicU64,
     /// The last offset committed to the source cluster.
     committed: AtomicU64,
+    pub metrics: Arc<PartitionMetrics>,
 }
 
 impl PartitionState {
@@ -69,6 +98,7 @@ impl PartitionState {
         route: Arc<Route>,
         position: i64,
         inbox: Arc<FailureInbox>,
+        metrics: Arc<PartitionMetrics>,
     ) -> Self {
         Self {
             topic: topic.to_string(),
@@ -82,6 +112,7 @@ impl PartitionState {
             records_acked: AtomicU64::new(0),
             bytes_acked: AtomicU64::new(0),
             committed: AtomicU64::new(u64::MAX),
+            metrics,
         }
     }
 

@@ -27,6 +27,8 @@ pub struct Delivery {
     pub cost: u64,
     /// Key and value bytes.
     pub bytes: u64,
+    /// The source record's timestamp (ms since the epoch), kept for one record in 16 to measure latency.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// Handles delivery reports: acknowledgements advance the partition's offsets, failures go to its task.
@@ -59,8 +61,26 @@ impl ProducerContext for MirrorContext {
                 delivery
                     .partition
                     .acked(delivery.offset, delivery.generation, delivery.bytes);
+                let metrics = &delivery.partition.metrics;
+                metrics.records_produced.inc();
+                metrics.bytes_produced.inc_by(delivery.bytes);
+                if let Some(timestamp) = delivery.timestamp_ms {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    metrics
+                        .latency
+                        .observe((now - timestamp).max(0) as f64 / 1000.0);
+                }
             }
             Err((error, _)) => {
+                let code = error
+                    .rdkafka_error_code()
+                    .map_or_else(|| "unknown".to_string(), |c| format!("{c:?}"));
+                crate::metrics::metrics()
+                    .produce_errors
+                    .with_label_values(&[delivery.partition.metrics.datastream.as_str(), &code])
+                    .inc();
                 let partition = Arc::clone(&delivery.partition);
                 partition.inbox.push(DeliveryFailure {
                     partition: Arc::clone(&delivery.partition),
@@ -175,5 +195,9 @@ impl ProducerPool {
 
     pub fn size(&self) -> usize {
         self.producers.len()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }

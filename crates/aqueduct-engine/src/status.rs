@@ -29,6 +29,8 @@ pub struct PartitionStatus {
     /// Records sent and not yet acknowledged.
     pub in_flight: usize,
     pub records_acked: u64,
+    /// Source end offset minus committed offset, from the consumer's statistics (none until reported).
+    pub lag: Option<i64>,
 }
 
 /// One task: a consumer and the partitions it reads.
@@ -68,6 +70,17 @@ pub struct NodeStatus {
     pub max_in_flight_bytes: u64,
     /// How many times tasks waited because the in-flight cap was reached.
     pub backpressure_waits: u64,
+    /// The producer pools.
+    pub pools: Vec<PoolStatus>,
+}
+
+/// One producer pool.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    pub name: String,
+    pub producers: usize,
+    /// Records queued in its producers and not yet acknowledged.
+    pub queued_records: i32,
 }
 
 impl NodeStatus {

@@ -71,12 +71,13 @@ impl StreamRunner {
             info!(stream = %name, "stream is paused");
             None
         } else {
+            let span = tracing::info_span!("discovery", datastream = %name);
             let mut discovery = Discovery::new(context, Arc::clone(&shared))?;
             let stop = Arc::clone(&stop);
             Some(
                 std::thread::Builder::new()
                     .name(format!("discovery-{name}"))
-                    .spawn(move || discovery.run(&stop))
+                    .spawn(move || span.in_scope(|| discovery.run(&stop)))
                     .map_err(|e| EngineError::Start(e.to_string()))?,
             )
         };
@@ -447,14 +448,14 @@ impl Discovery {
         let mut tasks = self.shared.tasks.lock().expect("stream tasks");
         if !tasks.contains_key(&id) {
             let cluster = cluster(&self.context.clusters, source_cluster)?;
-            let consumer: BaseConsumer = consumer_config(
+            let consumer: task::TaskConsumer = consumer_config(
                 cluster,
                 &stream.consumer_properties,
                 &stream.group_id(),
                 &format!("aqueduct-{id}"),
                 self.context.node.consumer_prefetch_bytes,
             )
-            .create()?;
+            .create_with_context(task::TaskConsumerContext::new())?;
             let handle = task::spawn(TaskSpec {
                 id: id.clone(),
                 source_cluster: source_cluster.clone(),

@@ -34,6 +34,47 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping task waits for its records in flight to be acknowledged before its last commit.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Lags per (topic, partition), as the consumer's statistics last reported them.
+pub type Lags = Arc<Mutex<HashMap<(String, i32), i64>>>;
+
+/// The context of a task's consumer: it keeps the lag librdkafka reports in its statistics.
+pub struct TaskConsumerContext {
+    lags: Lags,
+}
+
+impl TaskConsumerContext {
+    pub fn new() -> Self {
+        Self {
+            lags: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl Default for TaskConsumerContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl rdkafka::client::ClientContext for TaskConsumerContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        let mut lags = self.lags.lock().expect("lags");
+        for (name, topic) in statistics.topics {
+            for (number, partition) in topic.partitions {
+                // -1 (the internal UA partition, or a lag not known yet) is left out.
+                if number >= 0 && partition.consumer_lag >= 0 {
+                    lags.insert((name.clone(), number), partition.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for TaskConsumerContext {}
+
+/// The consumer of a task.
+pub type TaskConsumer = BaseConsumer<TaskConsumerContext>;
+
 /// A source partition handed to a task.
 #[derive(Debug, Clone)]
 pub struct NewPartition {
@@ -49,6 +90,7 @@ pub struct TaskHandle {
     stop: Arc<AtomicBool>,
     commands: Sender<Vec<NewPartition>>,
     partitions: Arc<Mutex<Vec<Arc<PartitionState>>>>,
+    lags: Lags,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -62,6 +104,7 @@ impl TaskHandle {
 
     pub fn status(&self) -> TaskStatus {
         let partitions = self.partitions.lock().expect("task partitions");
+        let lags = self.lags.lock().expect("lags");
         TaskStatus {
             id: self.id.clone(),
             source_cluster: self.source_cluster.clone(),
@@ -75,6 +118,7 @@ impl TaskHandle {
                     committed_offset: p.committed(),
                     in_flight: p.in_flight(),
                     records_acked: p.records_acked.load(Ordering::Relaxed),
+                    lag: lags.get(&(p.topic.clone(), p.partition)).copied(),
                 })
                 .collect(),
         }
@@ -107,7 +151,7 @@ pub struct TaskSpec {
     pub id: String,
     pub source_cluster: String,
     pub stream: Arc<DatastreamConfig>,
-    pub consumer: BaseConsumer,
+    pub consumer: TaskConsumer,
     pub producer: ProducerLease,
     pub budget: Arc<InFlightBudget>,
     pub lease: Arc<Lease>,
@@ -121,7 +165,10 @@ pub fn spawn(spec: TaskSpec) -> std::io::Result<TaskHandle> {
     let partitions = Arc::new(Mutex::new(Vec::new()));
     let id = spec.id.clone();
     let source_cluster = spec.source_cluster.clone();
+    let lags = Arc::clone(&spec.consumer.context().lags);
+    let metrics = Arc::new(crate::partition::PartitionMetrics::new(&spec.stream.name));
     let mut task = MirrorTask {
+        metrics,
         id: spec.id,
         stream: spec.stream,
         consumer: spec.consumer,
@@ -139,23 +186,27 @@ pub fn spawn(spec: TaskSpec) -> std::io::Result<TaskHandle> {
         deferred: Vec::new(),
         deferred_since: Instant::now(),
     };
+    let span = tracing::info_span!("task", datastream = %task.stream.name, task = %id);
     let thread = std::thread::Builder::new()
         .name(format!("task-{id}"))
-        .spawn(move || task.run())?;
+        .spawn(move || span.in_scope(|| task.run()))?;
     Ok(TaskHandle {
         id,
         source_cluster,
         stop,
         commands,
         partitions,
+        lags,
         thread: Some(thread),
     })
 }
 
 struct MirrorTask {
     id: String,
+    /// Metric handles of the task's datastream, shared by its partitions.
+    metrics: Arc<crate::partition::PartitionMetrics>,
     stream: Arc<DatastreamConfig>,
-    consumer: BaseConsumer,
+    consumer: TaskConsumer,
     producer: ProducerLease,
     budget: Arc<InFlightBudget>,
     lease: Arc<Lease>,
@@ -298,12 +349,17 @@ impl MirrorTask {
         });
         let cost = InFlightBudget::cost(bytes);
         let route = Arc::clone(&state.route);
+        state.metrics.records_consumed.inc();
+        state.metrics.bytes_consumed.inc_by(bytes as u64);
+        let timestamp = message.timestamp().to_millis();
         let delivery = Box::new(Delivery {
             partition: Arc::clone(&state),
             offset,
             generation: state.generation(),
             cost,
             bytes: bytes as u64,
+            // Latency is sampled: one record in 16 reads the clock when it is acknowledged.
+            timestamp_ms: timestamp.filter(|_| offset % 16 == 0),
         });
         let mut record: BaseRecord<'_, [u8], [u8], Box<Delivery>> =
             BaseRecord::with_opaque_to(&route.destination_topic, delivery);
@@ -316,7 +372,7 @@ impl MirrorTask {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
-        if let Some(timestamp) = message.timestamp().to_millis() {
+        if let Some(timestamp) = timestamp {
             record = record.timestamp(timestamp);
         }
         if let Some(partition) = destination_partition(
@@ -400,6 +456,7 @@ impl MirrorTask {
             "delivery failed; rewinding partition"
         );
         state.rewind(position);
+        state.metrics.retries.inc();
         if let Err(error) = self.consumer.seek(
             &state.topic,
             state.partition,
@@ -550,6 +607,7 @@ impl MirrorTask {
                 p.route,
                 position,
                 Arc::clone(&self.failures),
+                Arc::clone(&self.metrics),
             ));
             if let Some(offset) = committed_offset {
                 state.set_committed(offset);

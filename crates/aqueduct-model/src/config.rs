@@ -51,6 +51,20 @@ pub struct NodeSettings {
     pub status_interval_secs: u64,
     /// Where the node writes its status snapshot (JSON) after every status interval; none by default.
     pub status_file: Option<String>,
+    /// Per-partition metrics carry topic and partition labels; off folds them into one series per
+    /// datastream (for clusters with tens of thousands of partitions).
+    pub metrics_partition_labels: bool,
+    /// Log format: `text` (human-readable) or `json` (one object per line).
+    pub log_format: LogFormat,
+}
+
+/// How the node writes its log.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for NodeSettings {
@@ -62,6 +76,8 @@ impl Default for NodeSettings {
             commit_interval_ms: 1000,
             status_interval_secs: 30,
             status_file: None,
+            metrics_partition_labels: true,
+            log_format: LogFormat::Text,
         }
     }
 }

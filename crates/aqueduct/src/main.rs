@@ -53,13 +53,27 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AQUEDUCT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // A server logs in the format its config asks for; a bad config is reported below, as text.
+    let json = match &cli.command {
+        Command::Server { config } => NodeConfig::load(config)
+            .is_ok_and(|c| c.node.log_format == aqueduct_model::config::LogFormat::Json),
+        _ => false,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AQUEDUCT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let result = match cli.command {
         Command::Server { config } => server(&config),
         Command::CheckConfig { config } => check_config(&config),
