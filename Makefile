@@ -12,7 +12,7 @@ deps:
 build: deps
 	$(CARGO) build --workspace --all-targets
 
-## End to end on this machine: two local Kafka clusters, a node, a datastream, records flowing.
+## End to end on this machine: ZooKeeper, two Kafka clusters, two nodes, a datastream made over REST, records flowing.
 quickstart: deps
 	$(CARGO) run --quiet -p aqueduct-testkit --bin aqueduct-quickstart -- $(ARGS)
 
