@@ -114,3 +114,72 @@ fn bad_arguments_are_rejected() {
     assert_eq!(code, 2);
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
+
+/// `puppet <args>` in the module's directory; (exit code, stdout, stderr).
+fn puppet(args: &[&str]) -> (i32, String, String) {
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/puppet/aqueduct");
+    let output = Command::new("puppet")
+        .args(args)
+        .current_dir(&module)
+        .output()
+        .expect("puppet is installed by tools/install-deps.sh (Debian's puppet package)");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_puppet_module_parses_and_renders_a_config_aqueduct_accepts() {
+    let manifests: Vec<String> = ["init", "install", "config", "service"]
+        .iter()
+        .map(|m| format!("manifests/{m}.pp"))
+        .collect();
+    let mut args = vec!["parser", "validate"];
+    args.extend(manifests.iter().map(String::as_str));
+    let (code, out, err) = puppet(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = puppet(&["epp", "validate", "templates/aqueduct.toml.epp"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // The template, rendered with the parameters of a real cluster node, is a config aqueduct accepts.
+    let values = "{cluster_name => 'mirror-prod', zookeeper => 'zk-1:2181,zk-2:2181', instance => 'node-1', \
+        kafka_clusters => {'dc1' => {'bootstrap_servers' => 'kafka-dc1:9092', 'properties' => {'security.protocol' => 'SSL'}}, \
+        'aggregate' => {'bootstrap_servers' => 'kafka-agg:9092'}}, api_listen => '0.0.0.0:8080', \
+        api_tokens => [{'sha256' => '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08', 'admin' => true}, \
+        {'sha256' => '60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752', 'tenant' => 'team-a'}], \
+        max_in_flight_bytes => 268435456, max_tasks_per_instance => 64, session_timeout_ms => 10000, log_format => 'json'}";
+    let (code, rendered, err) = puppet(&[
+        "epp",
+        "render",
+        "templates/aqueduct.toml.epp",
+        "--values",
+        values,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(rendered.contains("[clusters.dc1.properties]"), "{rendered}");
+    let (_dir, path) = write(&rendered);
+    let (code, out, err) = run(&["check-config", "--config", &path], &[]);
+    assert_eq!(code, 0, "{rendered}\n{out}{err}");
+    // Standalone (no ZooKeeper) renders a valid config too.
+    let standalone = values.replace(
+        "zookeeper => 'zk-1:2181,zk-2:2181', ",
+        "zookeeper => undef, ",
+    );
+    let (code, rendered, err) = puppet(&[
+        "epp",
+        "render",
+        "templates/aqueduct.toml.epp",
+        "--values",
+        &standalone,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!rendered.contains("zookeeper"), "{rendered}");
+    let (_dir, path) = write(&rendered);
+    assert_eq!(
+        run(&["check-config", "--config", &path], &[]).0,
+        0,
+        "{rendered}"
+    );
+}
