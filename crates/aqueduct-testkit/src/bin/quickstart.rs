@@ -124,7 +124,7 @@ fn main() -> Result<()> {
         let node = AqueductNode::start(&config)?;
         let api = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while get(&format!("{api}/healthz")).is_err() {
+        while get(&format!("{api}/readyz")).is_err() {
             if Instant::now() > deadline {
                 bail!("{instance} did not start:\n{}", node.log_tail(30));
             }
