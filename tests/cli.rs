@@ -183,3 +183,26 @@ fn the_puppet_module_parses_and_renders_a_config_aqueduct_accepts() {
         "{rendered}"
     );
 }
+
+#[test]
+fn config_check_explains_the_problem_and_where_it_is_documented() {
+    let (_dir, path) = write(VALID);
+    let (code, out, _) = run(&["config", "check", &path], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("valid"), "{out}");
+    let (_dir, path) = write(&VALID.replace(
+        "topics = [\"orders\"]",
+        "topics = [\"orders\"]\ntopic_pattern = \"(\"",
+    ));
+    let (code, _, err) = run(&["config", "check", &path], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("setting: datastreams[0].sources[0].topic_pattern"),
+        "{err}"
+    );
+    assert!(err.contains("problem: invalid regex"), "{err}");
+    assert!(
+        err.contains("docs/configuration.md, [[datastreams.sources]]"),
+        "{err}"
+    );
+}

@@ -37,6 +37,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Config files: `aqueduct config check FILE`.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Manages datastreams through the REST API of any node.
     Stream {
         #[command(flatten)]
@@ -49,6 +54,42 @@ enum Command {
         #[command(flatten)]
         connection: client::Connection,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validates a config file (with environment overrides) and explains what is wrong with it.
+    Check { file: PathBuf },
+}
+
+/// The section of docs/configuration.md that documents `key`.
+fn section_of(key: &str) -> &'static str {
+    match key.split(['.', '[']).next().unwrap_or_default() {
+        "node" => "[node]",
+        "cluster" => "[cluster]",
+        "api" => "[api]",
+        "clusters" => "[clusters.<name>]",
+        "datastreams" if key.contains(".sources") => "[[datastreams.sources]]",
+        "datastreams" => "[[datastreams]]",
+        _ => "the top of the page (file format and layers)",
+    }
+}
+
+fn config_check(path: &Path) -> Result<()> {
+    match NodeConfig::load(path) {
+        Ok(_) => check_config(path),
+        Err(error) => {
+            eprintln!("{}: invalid", path.display());
+            eprintln!("  setting: {}", error.key);
+            eprintln!("  problem: {}", error.reason);
+            eprintln!(
+                "  see:     docs/configuration.md, {} (every setting, its default and allowed values)",
+                section_of(&error.key)
+            );
+            eprintln!("  (the first problem found is reported; run again after fixing it)");
+            Err(error.into())
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +118,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server { config } => server(&config),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => config_check(&file),
         Command::Stream {
             connection,
             command,
