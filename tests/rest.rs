@@ -210,6 +210,33 @@ fn streams_are_managed_through_any_node_and_pauses_are_durable() {
             counts.len() == PARTITIONS as usize && counts.iter().all(|n| *n > 0)
         })
     });
+    // Both nodes export what they do: records mirrored per datastream, the leader flag on exactly one.
+    let scrape = |node: &Node| -> String {
+        ureq::get(&format!("{}/metrics", node.url))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    wait(
+        "metrics show records produced",
+        Duration::from_secs(30),
+        || {
+            let (ma, mb) = (scrape(&a), scrape(&b));
+            let series = r#"aqueduct_stream_records_produced_total{datastream="orders"}"#;
+            value(&ma, series) + value(&mb, series) > 0.0
+                && value(&ma, "aqueduct_cluster_leader") + value(&mb, "aqueduct_cluster_leader")
+                    == 1.0
+                && value(&ma, "aqueduct_node_tasks") + value(&mb, "aqueduct_node_tasks") == 2.0
+        },
+    );
     let (status, body) = call(&b, "GET", "/v1/datastreams/orders", None);
     assert_eq!(status, 200);
     assert_eq!(
