@@ -31,6 +31,8 @@ struct Measurement {
     bytes: u64,
     seconds: f64,
     cpu_seconds: f64,
+    /// Peak resident memory of the pipeline's process (VmHWM), when it is one process.
+    peak_rss: Option<u64>,
 }
 
 impl Measurement {
@@ -126,30 +128,63 @@ fn main() -> Result<()> {
             bytes,
         )?;
         print_row(&aqueduct);
+        let mm2 = if std::env::var("AQUEDUCT_BENCH_MM2").as_deref() == Ok("0") {
+            None
+        } else {
+            let mm2 = measure_mm2(
+                &source.bootstrap(),
+                &destination.bootstrap(),
+                &topic,
+                records,
+                bytes,
+            )?;
+            print_row(&mm2);
+            Some(mm2)
+        };
 
-        let ratios = format!(
+        let mut ratios = format!(
             "aqueduct / kcat: {:.2}x throughput, {:.2}x CPU per GB; aqueduct / ceiling: {:.2} of throughput, {:.2}x CPU per GB",
             aqueduct.records_per_second() / kcat.records_per_second(),
             aqueduct.cpu_per_gb() / kcat.cpu_per_gb(),
             aqueduct.records_per_second() / ceiling.records_per_second(),
             aqueduct.cpu_per_gb() / ceiling.cpu_per_gb(),
         );
+        if let Some(mm2) = &mm2 {
+            let mb_per_cpu = |m: &Measurement| m.bytes as f64 / 1e6 / m.cpu_seconds;
+            write!(
+                ratios,
+                "\naqueduct / MirrorMaker 2: {:.2}x MB per CPU-second, {:.2}x throughput, peak memory {}",
+                mb_per_cpu(&aqueduct) / mb_per_cpu(mm2),
+                aqueduct.records_per_second() / mm2.records_per_second(),
+                match (aqueduct.peak_rss, mm2.peak_rss) {
+                    (Some(a), Some(m)) => format!("{:.0} MiB vs {:.0} MiB = 1/{:.1}", a as f64 / 1048576.0, m as f64 / 1048576.0, m as f64 / a as f64),
+                    _ => "unknown".to_string(),
+                }
+            )?;
+        }
         println!("{ratios}");
         write!(
             report,
             "\n### {size}-byte values, {records} records ({:.1} MB of keys and values)\n\n\
-             | pipeline | records/s | MB/s | CPU s | CPU s per GB |\n| --- | ---: | ---: | ---: | ---: |\n",
+             | pipeline | records/s | MB/s | CPU s | CPU s per GB | peak RSS |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
             bytes as f64 / 1e6
         )?;
-        for m in [&ceiling, &kcat, &aqueduct] {
+        for m in [Some(&ceiling), Some(&kcat), Some(&aqueduct), mm2.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             writeln!(
                 report,
-                "| {} | {:.0} | {:.1} | {:.2} | {:.1} |",
+                "| {} | {:.0} | {:.1} | {:.2} | {:.1} | {} |",
                 m.name,
                 m.records_per_second(),
                 m.mb_per_second(),
                 m.cpu_seconds,
-                m.cpu_per_gb()
+                m.cpu_per_gb(),
+                m.peak_rss.map_or("-".to_string(), |b| format!(
+                    "{:.0} MiB",
+                    b as f64 / 1048576.0
+                ))
             )?;
         }
         writeln!(report, "\n{ratios}")?;
@@ -163,13 +198,17 @@ fn main() -> Result<()> {
 
 fn print_row(m: &Measurement) {
     println!(
-        "{:<9} {:>10.0} records/s {:>8.1} MB/s {:>7.2} CPU s {:>7.1} CPU s/GB ({:.2} s)",
+        "{:<9} {:>10.0} records/s {:>8.1} MB/s {:>7.2} CPU s {:>7.1} CPU s/GB ({:.2} s){}",
         m.name,
         m.records_per_second(),
         m.mb_per_second(),
         m.cpu_seconds,
         m.cpu_per_gb(),
-        m.seconds
+        m.seconds,
+        m.peak_rss.map_or(String::new(), |b| format!(
+            ", peak RSS {:.0} MiB",
+            b as f64 / 1048576.0
+        ))
     );
 }
 
@@ -336,6 +375,7 @@ fn measure_ceiling(
         bytes: consumed,
         seconds,
         cpu_seconds,
+        peak_rss: None,
     })
 }
 
@@ -375,6 +415,7 @@ fn measure_kcat(
         bytes,
         seconds,
         cpu_seconds,
+        peak_rss: None,
     })
 }
 
@@ -457,6 +498,7 @@ topics = ["{topic}"]
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = process_cpu_seconds(pid)?;
+    let peak_rss = peak_rss(pid);
     // Not timed: the committed offsets catch up within a commit interval.
     wait_for_commits(source, topic, &format!("aqueduct-{stream}"))?;
     let exit = node.terminate(Duration::from_secs(60));
@@ -473,6 +515,113 @@ topics = ["{topic}"]
         bytes,
         seconds,
         cpu_seconds,
+        peak_rss,
+    })
+}
+
+/// Peak resident memory of a running process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Kafka MirrorMaker 2 in dedicated mode, from the same Apache Kafka release, tuned as its documentation
+/// suggests for throughput: as many tasks as Aqueduct's, larger fetches and polls, batching producers with
+/// `acks=all` and idempotence (the same guarantees as Aqueduct), heartbeats, checkpoints and config sync off.
+fn measure_mm2(
+    source: &str,
+    destination: &str,
+    topic: &str,
+    records: u64,
+    bytes: u64,
+) -> Result<Measurement> {
+    let libs = aqueduct_testkit::kafka::mirrormaker_libs()?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("mm2.properties");
+    let tasks = std::env::var("AQUEDUCT_BENCH_TASKS").unwrap_or_else(|_| "4".into());
+    std::fs::write(
+        &config,
+        format!(
+            "clusters = src, dst\n\
+             src.bootstrap.servers = {source}\n\
+             dst.bootstrap.servers = {destination}\n\
+             src->dst.enabled = true\n\
+             src->dst.topics = {topic}\n\
+             dst->src.enabled = false\n\
+             tasks.max = {tasks}\n\
+             replication.factor = 1\n\
+             offset-syncs.topic.replication.factor = 1\n\
+             heartbeats.topic.replication.factor = 1\n\
+             checkpoints.topic.replication.factor = 1\n\
+             offset.storage.replication.factor = 1\n\
+             status.storage.replication.factor = 1\n\
+             config.storage.replication.factor = 1\n\
+             emit.heartbeats.enabled = false\n\
+             emit.checkpoints.enabled = false\n\
+             sync.topic.configs.enabled = false\n\
+             sync.topic.acls.enabled = false\n\
+             sync.group.offsets.enabled = false\n\
+             refresh.topics.interval.seconds = 5\n\
+             src.consumer.max.poll.records = 10000\n\
+             src.consumer.fetch.max.bytes = 52428800\n\
+             src.consumer.max.partition.fetch.bytes = 10485760\n\
+             dst.producer.acks = all\n\
+             dst.producer.enable.idempotence = true\n\
+             dst.producer.linger.ms = 5\n\
+             dst.producer.batch.size = 1000000\n\
+             dst.producer.buffer.memory = 268435456\n\
+             dst.producer.max.request.size = 10485760\n"
+        ),
+    )?;
+    // MirrorMaker names the copy `src.<topic>`.
+    let target = format!("src.{topic}");
+    let log = std::fs::File::create(dir.path().join("mm2.log"))?;
+    let started = Instant::now();
+    let mut command = Command::new("java");
+    command
+        .arg("-Xms1g")
+        .arg("-Xmx1g")
+        .arg("-cp")
+        .arg(format!("{}/*", libs.display()))
+        .arg("org.apache.kafka.connect.mirror.MirrorMaker")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let mut mm2 = aqueduct_testkit::ManagedChild::spawn("mirrormaker", command)?;
+    let pid = mm2.pid().context("mirrormaker pid")?;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        if total_records(destination, &target).unwrap_or(0) >= records as i64 {
+            break;
+        }
+        if Instant::now() > deadline || !mm2.is_running() {
+            let log = std::fs::read_to_string(dir.path().join("mm2.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            bail!(
+                "MirrorMaker 2 did not copy {records} records:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds(pid)?;
+    let peak_rss = peak_rss(pid);
+    mm2.terminate(Duration::from_secs(60));
+    let copied = total_records(destination, &target)?;
+    if copied < records as i64 {
+        bail!("MirrorMaker 2 copied {copied} records for {records}");
+    }
+    Ok(Measurement {
+        name: "mm2",
+        records,
+        bytes,
+        seconds,
+        cpu_seconds,
+        peak_rss,
     })
 }
 

@@ -22,6 +22,15 @@ pub fn kafka_libs() -> Result<PathBuf> {
     if let Ok(dir) = std::env::var("AQUEDUCT_KAFKA_LIBS") {
         return Ok(PathBuf::from(dir));
     }
+    cached_libs("broker", "")
+}
+
+/// Directory holding the MirrorMaker 2 jars (for the comparison benchmark); installs them when missing.
+pub fn mirrormaker_libs() -> Result<PathBuf> {
+    cached_libs("mirrormaker", "-mirrormaker")
+}
+
+fn cached_libs(flavour: &str, suffix: &str) -> Result<PathBuf> {
     let version = KAFKA_VERSION.trim();
     let cache = match std::env::var_os("AQUEDUCT_CACHE") {
         Some(dir) => PathBuf::from(dir),
@@ -31,13 +40,14 @@ pub fn kafka_libs() -> Result<PathBuf> {
                 .join(".cache/aqueduct"),
         },
     };
-    let dir = cache.join(format!("kafka-{version}"));
+    let dir = cache.join(format!("kafka-{version}{suffix}"));
     if !dir.join(".complete").exists() {
         let status = Command::new(repo_root().join("tools/install-kafka.sh"))
+            .arg(flavour)
             .status()
             .context("run tools/install-kafka.sh")?;
         if !status.success() {
-            bail!("tools/install-kafka.sh failed: {status}");
+            bail!("tools/install-kafka.sh {flavour} failed: {status}");
         }
     }
     Ok(dir.join("libs"))
