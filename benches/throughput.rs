@@ -33,6 +33,9 @@ struct Measurement {
     cpu_seconds: f64,
     /// Peak resident memory of the pipeline's process (VmHWM), when it is one process.
     peak_rss: Option<u64>,
+    /// From the first record at the destination to the last, without the process's start-up: (seconds,
+    /// CPU seconds), for the processes the bench starts.
+    steady: Option<(f64, f64)>,
 }
 
 impl Measurement {
@@ -151,9 +154,23 @@ fn main() -> Result<()> {
         );
         if let Some(mm2) = &mm2 {
             let mb_per_cpu = |m: &Measurement| m.bytes as f64 / 1e6 / m.cpu_seconds;
+            let steady = |m: &Measurement| {
+                m.steady
+                    .map(|(s, c)| (m.bytes as f64 / 1e6 / c, m.bytes as f64 / 1e6 / s))
+            };
+            if let (Some((a_cpu, a_rate)), Some((m_cpu, m_rate))) = (steady(&aqueduct), steady(mm2))
+            {
+                write!(
+                    ratios,
+                    "\nsteady state (first record at the destination to the last): aqueduct {a_rate:.1} MB/s, {a_cpu:.1} MB per CPU-second; \
+                     MirrorMaker 2 {m_rate:.1} MB/s, {m_cpu:.1} MB per CPU-second; aqueduct / MirrorMaker 2: {:.2}x MB per CPU-second, {:.2}x throughput",
+                    a_cpu / m_cpu,
+                    a_rate / m_rate
+                )?;
+            }
             write!(
                 ratios,
-                "\naqueduct / MirrorMaker 2: {:.2}x MB per CPU-second, {:.2}x throughput, peak memory {}",
+                "\naqueduct / MirrorMaker 2, start-up included: {:.2}x MB per CPU-second, {:.2}x throughput, peak memory {}",
                 mb_per_cpu(&aqueduct) / mb_per_cpu(mm2),
                 aqueduct.records_per_second() / mm2.records_per_second(),
                 match (aqueduct.peak_rss, mm2.peak_rss) {
@@ -376,6 +393,7 @@ fn measure_ceiling(
         seconds,
         cpu_seconds,
         peak_rss: None,
+        steady: None,
     })
 }
 
@@ -416,6 +434,7 @@ fn measure_kcat(
         seconds,
         cpu_seconds,
         peak_rss: None,
+        steady: None,
     })
 }
 
@@ -487,8 +506,13 @@ topics = ["{topic}"]
     let mut node = aqueduct_testkit::ManagedChild::spawn("aqueduct", command)?;
     let pid = node.pid().context("aqueduct pid")?;
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first: Option<(Instant, f64)> = None;
     loop {
-        if total_records(destination, &target).unwrap_or(0) >= records as i64 {
+        let copied = total_records(destination, &target).unwrap_or(0);
+        if copied > 0 && first.is_none() {
+            first = Some((Instant::now(), process_cpu_seconds(pid)?));
+        }
+        if copied >= records as i64 {
             break;
         }
         if Instant::now() > deadline || !node.is_running() {
@@ -499,6 +523,7 @@ topics = ["{topic}"]
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = process_cpu_seconds(pid)?;
     let peak_rss = peak_rss(pid);
+    let steady = first.map(|(at, cpu)| (at.elapsed().as_secs_f64(), cpu_seconds - cpu));
     // Not timed: the committed offsets catch up within a commit interval.
     wait_for_commits(source, topic, &format!("aqueduct-{stream}"))?;
     let exit = node.terminate(Duration::from_secs(60));
@@ -516,6 +541,7 @@ topics = ["{topic}"]
         seconds,
         cpu_seconds,
         peak_rss,
+        steady,
     })
 }
 
@@ -580,9 +606,10 @@ fn measure_mm2(
     let log = std::fs::File::create(dir.path().join("mm2.log"))?;
     let started = Instant::now();
     let mut command = Command::new("java");
+    // The heap connect-mirror-maker.sh of the release sets.
     command
-        .arg("-Xms1g")
-        .arg("-Xmx1g")
+        .arg("-Xms256m")
+        .arg("-Xmx2g")
         .arg("-cp")
         .arg(format!("{}/*", libs.display()))
         .arg("org.apache.kafka.connect.mirror.MirrorMaker")
@@ -593,8 +620,13 @@ fn measure_mm2(
     let mut mm2 = aqueduct_testkit::ManagedChild::spawn("mirrormaker", command)?;
     let pid = mm2.pid().context("mirrormaker pid")?;
     let deadline = Instant::now() + Duration::from_secs(900);
+    let mut first: Option<(Instant, f64)> = None;
     loop {
-        if total_records(destination, &target).unwrap_or(0) >= records as i64 {
+        let copied = total_records(destination, &target).unwrap_or(0);
+        if copied > 0 && first.is_none() {
+            first = Some((Instant::now(), process_cpu_seconds(pid)?));
+        }
+        if copied >= records as i64 {
             break;
         }
         if Instant::now() > deadline || !mm2.is_running() {
@@ -610,6 +642,7 @@ fn measure_mm2(
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = process_cpu_seconds(pid)?;
     let peak_rss = peak_rss(pid);
+    let steady = first.map(|(at, cpu)| (at.elapsed().as_secs_f64(), cpu_seconds - cpu));
     mm2.terminate(Duration::from_secs(60));
     let copied = total_records(destination, &target)?;
     if copied < records as i64 {
@@ -622,6 +655,7 @@ fn measure_mm2(
         seconds,
         cpu_seconds,
         peak_rss,
+        steady,
     })
 }
 
