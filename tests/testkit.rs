@@ -40,3 +40,40 @@ fn kafka_starts_serves_restarts_and_is_gone_after_drop() {
     drop(kafka);
     assert!(!alive(pid), "kafka {pid} still runs after drop");
 }
+
+#[test]
+fn a_three_broker_cluster_replicates_and_survives_a_broker_stop() {
+    use aqueduct_testkit::kafka::bootstrap_all;
+    use aqueduct_testkit::{check_sequences, SequenceProducer};
+
+    let mut brokers =
+        KafkaCluster::start_cluster("trio", 3, aqueduct_testkit::KafkaOptions::default()).unwrap();
+    let bootstrap = bootstrap_all(&brokers);
+    let topic = random_name("trio");
+    aqueduct_testkit::create_topic(&bootstrap, &topic, 3, &[]).unwrap();
+    let mut producer = SequenceProducer::new(&bootstrap, &topic, 3, 100).unwrap();
+    producer.produce(200).unwrap();
+    // One broker down: acks=all still succeeds with min.insync.replicas = 2.
+    brokers[0].stop();
+    producer.produce(200).unwrap();
+    brokers[0].restart().unwrap();
+    producer.produce(200).unwrap();
+    let written = producer.written_per_partition().to_vec();
+    let report = check_sequences(
+        &bootstrap,
+        &topic,
+        &written,
+        true,
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(report.is_lossless(), "{report:?}");
+    assert_eq!(report.unique, 1800);
+    let pids: Vec<u32> = brokers.iter().filter_map(KafkaCluster::pid).collect();
+    assert_eq!(pids.len(), 3);
+    drop(brokers);
+    assert!(
+        pids.iter().all(|pid| !alive(*pid)),
+        "brokers still run after drop"
+    );
+}

@@ -80,21 +80,71 @@ impl KafkaCluster {
 
     /// Starts a broker with `options`.
     pub fn start_with(name: &str, options: KafkaOptions) -> Result<Self> {
+        let port = free_port();
+        let controller_port = free_port();
+        let voters = format!("1@127.0.0.1:{controller_port}");
+        let mut broker = Self::prepare(name, options, 1, port, controller_port, &voters, 1)?;
+        broker.launch()?;
+        Ok(broker)
+    }
+
+    /// Starts `brokers` brokers forming one cluster (each a KRaft controller too), with internal topics
+    /// replicated to all of them (at most 3) and `min.insync.replicas` = replicas - 1. Returns the brokers;
+    /// any of them bootstraps a client, [`bootstrap_all`] lists them all.
+    pub fn start_cluster(name: &str, brokers: usize, options: KafkaOptions) -> Result<Vec<Self>> {
+        let ports: Vec<(u16, u16)> = (0..brokers).map(|_| (free_port(), free_port())).collect();
+        let voters = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, controller))| format!("{}@127.0.0.1:{controller}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let replicas = brokers.min(3);
+        let mut cluster = Vec::new();
+        for (i, (port, controller)) in ports.iter().enumerate() {
+            cluster.push(Self::prepare(
+                &format!("{name}-{}", i + 1),
+                options.clone(),
+                i + 1,
+                *port,
+                *controller,
+                &voters,
+                replicas,
+            )?);
+        }
+        // A quorum needs a majority up: start every broker, then wait for each.
+        for broker in &mut cluster {
+            broker.spawn()?;
+        }
+        for broker in &mut cluster {
+            broker.wait_ready(Duration::from_secs(90))?;
+        }
+        Ok(cluster)
+    }
+
+    fn prepare(
+        name: &str,
+        options: KafkaOptions,
+        node_id: usize,
+        port: u16,
+        controller_port: u16,
+        voters: &str,
+        replicas: usize,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("aqueduct-kafka-{name}-"))
             .tempdir()?;
-        let port = free_port();
-        let controller_port = free_port();
         let config = dir.path().join("server.properties");
         let data = dir.path().join("data");
         let mut text = String::new();
+        let min_isr = replicas.saturating_sub(1).max(1).to_string();
+        let replicas = replicas.to_string();
         let defaults = [
             ("process.roles", "broker,controller".to_string()),
-            ("node.id", "1".to_string()),
-            (
-                "controller.quorum.voters",
-                format!("1@127.0.0.1:{controller_port}"),
-            ),
+            ("node.id", node_id.to_string()),
+            ("controller.quorum.voters", voters.to_string()),
+            ("default.replication.factor", replicas.clone()),
+            ("min.insync.replicas", min_isr.clone()),
             (
                 "listeners",
                 format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
@@ -110,15 +160,15 @@ impl KafkaCluster {
             ),
             ("inter.broker.listener.name", "PLAINTEXT".to_string()),
             ("log.dirs", data.display().to_string()),
-            ("offsets.topic.replication.factor", "1".to_string()),
+            ("offsets.topic.replication.factor", replicas.clone()),
             ("offsets.topic.num.partitions", "4".to_string()),
-            ("transaction.state.log.replication.factor", "1".to_string()),
-            ("transaction.state.log.min.isr", "1".to_string()),
+            ("transaction.state.log.replication.factor", replicas.clone()),
+            ("transaction.state.log.min.isr", min_isr.clone()),
             (
                 "share.coordinator.state.topic.replication.factor",
-                "1".to_string(),
+                replicas.clone(),
             ),
-            ("share.coordinator.state.topic.min.isr", "1".to_string()),
+            ("share.coordinator.state.topic.min.isr", min_isr.clone()),
             ("group.initial.rebalance.delay.ms", "0".to_string()),
             ("auto.create.topics.enable", "false".to_string()),
             ("num.partitions", "1".to_string()),
@@ -152,18 +202,21 @@ impl KafkaCluster {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        let mut cluster = Self {
+        Ok(Self {
             name: name.to_string(),
             port,
             dir,
             options,
             process: None,
-        };
-        cluster.launch()?;
-        Ok(cluster)
+        })
     }
 
     fn launch(&mut self) -> Result<()> {
+        self.spawn()?;
+        self.wait_ready(Duration::from_secs(60))
+    }
+
+    fn spawn(&mut self) -> Result<()> {
         let libs = kafka_libs()?;
         let classpath = format!("{}/*", libs.display());
         let log = fs::OpenOptions::new()
@@ -192,7 +245,7 @@ impl KafkaCluster {
             .stderr(log);
         let child = ManagedChild::spawn(&format!("kafka-{}", self.name), command)?;
         self.process = Some(child);
-        self.wait_ready(Duration::from_secs(60))
+        Ok(())
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
@@ -269,6 +322,15 @@ impl KafkaCluster {
         self.stop();
         self.launch()
     }
+}
+
+/// Every broker of a cluster started with [`KafkaCluster::start_cluster`], comma-separated.
+pub fn bootstrap_all(brokers: &[KafkaCluster]) -> String {
+    brokers
+        .iter()
+        .map(KafkaCluster::bootstrap)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Drop for KafkaCluster {

@@ -49,7 +49,8 @@ pub fn create_topic(
     configs: &[(&str, &str)],
 ) -> Result<()> {
     let admin = admin(bootstrap)?;
-    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    // The broker's default replication factor: 1 for a single broker, up to 3 for a cluster.
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
     for (key, value) in configs {
         new_topic = new_topic.set(key, value);
     }
