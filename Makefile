@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all deps build quickstart test lint fmt bench clean
+.PHONY: all deps build quickstart test chaos lint fmt bench clean
 
 all: build
 
@@ -19,6 +19,10 @@ quickstart: deps
 ## Every test: formatting, lints, unit and property tests, integration tests against real Kafka.
 test: deps lint
 	$(CARGO) test --workspace --no-fail-fast
+
+## The failure suite alone, every scenario (the fast ones also run in `make test`).
+chaos: deps
+	$(CARGO) test -p aqueduct-tests --test chaos -- --include-ignored --test-threads=1 --nocapture
 
 lint: deps
 	$(CARGO) fmt --all -- --check

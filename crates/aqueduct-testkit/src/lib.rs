@@ -26,7 +26,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 pub use kafka::{KafkaCluster, KafkaOptions};
 pub use node::{aqueduct_binary, AqueductNode};
 pub use process::{free_port, ManagedChild};
-pub use sequence::{check_sequences, CheckReport, SequenceProducer};
+pub use sequence::{check_sequences, CheckReport, LiveLatency, SequenceLoad, SequenceProducer};
 pub use zookeeper::{ZooKeeper, ZooKeeperEnsemble};
 
 /// A topic name unique to this run: `<prefix>-<random>`.

@@ -223,3 +223,138 @@ pub fn check_sequences(
     report.missing = total_expected - report.unique;
     Ok(report)
 }
+
+/// Sequence producers writing into topics at a steady pace until stopped, one thread per topic.
+pub struct SequenceLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<u64>>>,
+}
+
+impl SequenceLoad {
+    /// Writes `per_round` records to every partition of each topic, then pauses `pause`, until stopped.
+    pub fn start(
+        bootstrap: &str,
+        topics: &[String],
+        partitions: i32,
+        per_round: u64,
+        pause: Duration,
+    ) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let threads = topics
+            .iter()
+            .map(|topic| {
+                let (flag, bootstrap, topic) = (
+                    std::sync::Arc::clone(&stop),
+                    bootstrap.to_string(),
+                    topic.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut producer = SequenceProducer::new(&bootstrap, &topic, partitions, 100)
+                        .expect("sequence producer");
+                    while !flag.load(Ordering::Acquire) {
+                        // A broker restart can fail a round after its retries: the round is written again,
+                        // and the checker counts only acknowledged sequences.
+                        if producer.produce(per_round).is_err() {
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                        std::thread::sleep(pause);
+                    }
+                    producer.written_per_partition().to_vec()
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    /// Stops writing; returns, per topic, the records written to each partition.
+    pub fn stop(mut self) -> Vec<Vec<u64>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        std::mem::take(&mut self.threads)
+            .into_iter()
+            .map(|t| t.join().expect("load thread"))
+            .collect()
+    }
+}
+
+impl Drop for SequenceLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// End-to-end latency, measured live: a consumer on the destination topics notes, for the first copy of
+/// every sequence record, the time from the record's (source) timestamp to its arrival.
+pub struct LiveLatency {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<f64>>>,
+}
+
+impl LiveLatency {
+    pub fn start(bootstrap: &str, topics: &[String]) -> Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "aqueduct-live-latency")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("topic.metadata.refresh.interval.ms", "1000")
+            .set("log_level", "3")
+            .create()?;
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&refs)?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut seen: std::collections::HashSet<(String, i32, u64)> =
+                std::collections::HashSet::new();
+            let mut latencies = Vec::new();
+            while !flag.load(Ordering::Acquire) {
+                let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let Some((partition, seq)) = message.payload().and_then(parse_sequence_value)
+                else {
+                    continue;
+                };
+                if !seen.insert((message.topic().to_string(), partition, seq)) {
+                    continue;
+                }
+                if let Some(timestamp) = message.timestamp().to_millis() {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    latencies.push((now - timestamp).max(0) as f64 / 1000.0);
+                }
+            }
+            latencies
+        });
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops measuring; returns (p50, p99) in seconds (0 without samples).
+    pub fn stop(mut self) -> (f64, f64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let mut latencies = self
+            .thread
+            .take()
+            .expect("thread")
+            .join()
+            .expect("latency thread");
+        if latencies.is_empty() {
+            return (0.0, 0.0);
+        }
+        latencies.sort_by(f64::total_cmp);
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+        (at(0.5), at(0.99))
+    }
+}
+
+impl Drop for LiveLatency {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
