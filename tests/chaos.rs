@@ -3,7 +3,7 @@
 //! while something goes wrong. Each scenario prints one row: records sent, missing, out of order,
 //! duplicates, latency p50/p99 (measured live at the destination) and recovery time.
 //!
-//! `make test` runs the fast scenarios; `make chaos` runs them all (`--ignored`).
+//! `make test` runs the fast scenarios; `make chaos` runs them all (`--include-ignored`).
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,8 +20,11 @@ const PARTITIONS: i32 = 4;
 
 struct Environment {
     zookeeper: ZooKeeperEnsemble,
-    source: Vec<KafkaCluster>,
-    destination: Vec<KafkaCluster>,
+    /// Brokers, behind locks so a scenario can stop and restart them.
+    source: Mutex<Vec<KafkaCluster>>,
+    destination: Mutex<Vec<KafkaCluster>>,
+    source_bootstrap: String,
+    destination_bootstrap: String,
 }
 
 /// Started once per test binary; its processes die with it.
@@ -37,13 +40,16 @@ fn environment() -> &'static Environment {
             std::thread::spawn(move || KafkaCluster::start_cluster("src", 3, source_options));
         let destination =
             KafkaCluster::start_cluster("dst", 3, options).expect("destination cluster");
+        let source = source
+            .join()
+            .expect("source thread")
+            .expect("source cluster");
         Environment {
             zookeeper: ZooKeeperEnsemble::start(3).expect("zookeeper ensemble"),
-            source: source
-                .join()
-                .expect("source thread")
-                .expect("source cluster"),
-            destination,
+            source_bootstrap: bootstrap_all(&source),
+            destination_bootstrap: bootstrap_all(&destination),
+            source: Mutex::new(source),
+            destination: Mutex::new(destination),
         }
     })
 }
@@ -87,7 +93,7 @@ impl Scenario {
     fn start_with(name: &str, cap: u32, prepare: impl FnOnce(&[String])) -> Self {
         let env = environment();
         let cluster = random_name(name);
-        let source = bootstrap_all(&env.source);
+        let source = env.source_bootstrap.clone();
         let topics: Vec<String> = (0..TOPICS).map(|i| format!("{cluster}-t{i}")).collect();
         for topic in &topics {
             create_topic(&source, topic, PARTITIONS, &[]).unwrap();
@@ -117,7 +123,7 @@ bootstrap_servers = "{source}"
 bootstrap_servers = "{destination}"
 "#,
                 zookeeper = env.zookeeper.connect_string(),
-                destination = bootstrap_all(&env.destination),
+                destination = env.destination_bootstrap.clone(),
             );
             nodes.push(Node {
                 process: AqueductNode::start(&config).unwrap(),
@@ -159,7 +165,7 @@ bootstrap_servers = "{destination}"
             .map(|t| format!("mirror.{t}"))
             .collect();
         scenario.latency =
-            Some(LiveLatency::start(&bootstrap_all(&env.destination), &mirrors).unwrap());
+            Some(LiveLatency::start(&env.destination_bootstrap.clone(), &mirrors).unwrap());
         scenario.load = Some(SequenceLoad::start(
             &source,
             &scenario.topics,
@@ -240,7 +246,7 @@ bootstrap_servers = "{destination}"
         for (topic, expected) in self.topics.iter().zip(written.iter_mut()) {
             adjust(topic, expected);
         }
-        let destination = bootstrap_all(&environment().destination);
+        let destination = environment().destination_bootstrap.clone();
         let (mut sent, mut missing, mut out_of_order, mut duplicates) = (0, 0, 0, 0);
         for (topic, expected) in self.topics.iter().zip(&written) {
             let report = check_sequences(
@@ -348,7 +354,7 @@ fn two_of_three_nodes_killed_with_caps_that_cannot_hold_every_task() {
 #[test]
 fn a_record_the_destination_rejects_for_good_pauses_only_its_partition() {
     let _serial = serial();
-    let destination = bootstrap_all(&environment().destination);
+    let destination = environment().destination_bootstrap.clone();
     // The first topic's destination accepts batches of at most 64 KiB.
     let mut scenario = Scenario::start_with("rejected", 64, |topics| {
         create_topic(
@@ -363,7 +369,7 @@ fn a_record_the_destination_rejects_for_good_pauses_only_its_partition() {
     // A 200 KiB record into partition 0 of the source, mid-stream.
     let producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
         rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", bootstrap_all(&environment().source))
+            .set("bootstrap.servers", environment().source_bootstrap.clone())
             .set("acks", "all")
             .set("log_level", "3")
             .create()
@@ -416,4 +422,27 @@ fn a_record_the_destination_rejects_for_good_pauses_only_its_partition() {
             expected[0] = expected[0].min(committed);
         }
     });
+}
+
+#[test]
+#[ignore = "long (six broker restarts, about two minutes): run by make chaos"]
+fn source_and_destination_brokers_restarted_one_at_a_time() {
+    let _serial = serial();
+    let mut scenario = Scenario::start("broker-restarts", 64);
+    let env = environment();
+    let started = Instant::now();
+    for side in [&env.source, &env.destination] {
+        for i in 0..3 {
+            // Leadership moves to the other two brokers, then back when this one returns.
+            side.lock().unwrap()[i].stop();
+            std::thread::sleep(Duration::from_secs(4));
+            side.lock().unwrap()[i].restart().expect("broker restart");
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    eprintln!("six broker restarts took {:?}", started.elapsed());
+    let recovery = scenario.wait("every task running", Duration::from_secs(60), |s| {
+        s.running() == s.tasks
+    });
+    scenario.finish(recovery);
 }
