@@ -19,7 +19,8 @@ const TOPICS: usize = 4;
 const PARTITIONS: i32 = 4;
 
 struct Environment {
-    zookeeper: ZooKeeperEnsemble,
+    zookeeper: Mutex<ZooKeeperEnsemble>,
+    zookeeper_connect: String,
     /// Brokers, behind locks so a scenario can stop and restart them.
     source: Mutex<Vec<KafkaCluster>>,
     destination: Mutex<Vec<KafkaCluster>>,
@@ -44,8 +45,10 @@ fn environment() -> &'static Environment {
             .join()
             .expect("source thread")
             .expect("source cluster");
+        let zookeeper = ZooKeeperEnsemble::start(3).expect("zookeeper ensemble");
         Environment {
-            zookeeper: ZooKeeperEnsemble::start(3).expect("zookeeper ensemble"),
+            zookeeper_connect: zookeeper.connect_string(),
+            zookeeper: Mutex::new(zookeeper),
             source_bootstrap: bootstrap_all(&source),
             destination_bootstrap: bootstrap_all(&destination),
             source: Mutex::new(source),
@@ -122,7 +125,7 @@ bootstrap_servers = "{source}"
 [clusters.destination]
 bootstrap_servers = "{destination}"
 "#,
-                zookeeper = env.zookeeper.connect_string(),
+                zookeeper = env.zookeeper_connect,
                 destination = env.destination_bootstrap.clone(),
             );
             nodes.push(Node {
@@ -445,4 +448,55 @@ fn source_and_destination_brokers_restarted_one_at_a_time() {
         s.running() == s.tasks
     });
     scenario.finish(recovery);
+}
+
+#[test]
+#[ignore = "long (a session timeout and a ZooKeeper election): run by make chaos"]
+fn the_leader_s_session_expires_and_the_zookeeper_leader_is_killed() {
+    let _serial = serial();
+    let mut scenario = Scenario::start("zookeeper-faults", 64);
+    let env = environment();
+    // The Aqueduct leader freezes past its session timeout, then wakes up.
+    let leader = scenario
+        .instances()
+        .and_then(|v| v["leader"].as_str().map(str::to_string))
+        .expect("a leader");
+    let index: usize = leader
+        .trim_start_matches('n')
+        .parse()
+        .expect("instance n<i>");
+    scenario.nodes[index].process.freeze();
+    std::thread::sleep(Duration::from_secs(9));
+    scenario.nodes[index].process.thaw();
+    let expired = scenario.wait(
+        "every task running once, three nodes",
+        Duration::from_secs(60),
+        |s| {
+            s.running() == s.tasks
+                && s.instances()
+                    .and_then(|v| v["leader"].as_str().map(|l| l != leader))
+                    .unwrap_or(false)
+        },
+    );
+    eprintln!(
+        "the frozen leader {leader} rejoined; every task runs once {expired:?} after it woke"
+    );
+    // The ZooKeeper ensemble loses its leader; mirroring goes on.
+    let zk_leader = env
+        .zookeeper
+        .lock()
+        .unwrap()
+        .leader()
+        .expect("a ZooKeeper leader");
+    env.zookeeper.lock().unwrap().servers[zk_leader].stop();
+    std::thread::sleep(Duration::from_secs(5));
+    let zk_recovery = scenario.wait(
+        "every task running after the ZooKeeper election",
+        Duration::from_secs(60),
+        |s| s.running() == s.tasks,
+    );
+    env.zookeeper.lock().unwrap().servers[zk_leader]
+        .restart()
+        .expect("ZooKeeper server back");
+    scenario.finish(expired.max(zk_recovery));
 }
