@@ -562,6 +562,25 @@ pub async fn delete(
     .await
 }
 
+/// An audited change of a stream's definition (the pause calls): `input` (the parsed body) is checked
+/// first, then `edit` computes the new definition from it and the current one.
+async fn audited_change<T, F>(
+    state: &ApiState,
+    (method, uri, headers): (&Method, &Uri, &HeaderMap),
+    name: &str,
+    input: Result<T>,
+    edit: F,
+) -> Response
+where
+    F: FnOnce(T, &DatastreamConfig) -> Result<DatastreamConfig>,
+{
+    audited(state, method, uri, headers, |principal| async move {
+        let input = input?;
+        change(state, &principal, headers, name, |s| edit(input, s)).await
+    })
+    .await
+}
+
 pub async fn pause(
     State(state): State<Arc<ApiState>>,
     method: Method,
@@ -569,17 +588,11 @@ pub async fn pause(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    audited(&state, &method, &uri, &headers, |principal| {
-        let (state, headers, name) = (&state, &headers, &name);
-        async move {
-            change(state, &principal, headers, name, |s| {
-                Ok(DatastreamConfig {
-                    paused: true,
-                    ..s.clone()
-                })
-            })
-            .await
-        }
+    audited_change(&state, (&method, &uri, &headers), &name, Ok(()), |(), s| {
+        Ok(DatastreamConfig {
+            paused: true,
+            ..s.clone()
+        })
     })
     .await
 }
@@ -591,17 +604,11 @@ pub async fn resume(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    audited(&state, &method, &uri, &headers, |principal| {
-        let (state, headers, name) = (&state, &headers, &name);
-        async move {
-            change(state, &principal, headers, name, |s| {
-                Ok(DatastreamConfig {
-                    paused: false,
-                    ..s.clone()
-                })
-            })
-            .await
-        }
+    audited_change(&state, (&method, &uri, &headers), &name, Ok(()), |(), s| {
+        Ok(DatastreamConfig {
+            paused: false,
+            ..s.clone()
+        })
     })
     .await
 }
@@ -614,19 +621,19 @@ pub async fn pause_partitions(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    audited(&state, &method, &uri, &headers, |principal| {
-        let (state, headers, body, name) = (&state, &headers, &body, &name);
-        async move {
-            let selection = patch::parse_selection(&parse_json(body)?)?;
-            change(state, &principal, headers, name, |s| {
-                Ok(DatastreamConfig {
-                    paused_partitions: patch::pause(&s.paused_partitions, &selection),
-                    ..s.clone()
-                })
+    let selection = parse_json(&body).and_then(|b| patch::parse_selection(&b));
+    audited_change(
+        &state,
+        (&method, &uri, &headers),
+        &name,
+        selection,
+        |selection, s| {
+            Ok(DatastreamConfig {
+                paused_partitions: patch::pause(&s.paused_partitions, &selection),
+                ..s.clone()
             })
-            .await
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -638,18 +645,18 @@ pub async fn resume_partitions(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    audited(&state, &method, &uri, &headers, |principal| {
-        let (state, headers, body, name) = (&state, &headers, &body, &name);
-        async move {
-            let selection = patch::parse_selection(&parse_json(body)?)?;
-            change(state, &principal, headers, name, |s| {
-                Ok(DatastreamConfig {
-                    paused_partitions: patch::resume(&s.paused_partitions, &selection)?,
-                    ..s.clone()
-                })
+    let selection = parse_json(&body).and_then(|b| patch::parse_selection(&b));
+    audited_change(
+        &state,
+        (&method, &uri, &headers),
+        &name,
+        selection,
+        |selection, s| {
+            Ok(DatastreamConfig {
+                paused_partitions: patch::resume(&s.paused_partitions, &selection)?,
+                ..s.clone()
             })
-            .await
-        }
-    })
+        },
+    )
     .await
 }

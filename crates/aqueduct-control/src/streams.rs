@@ -189,15 +189,7 @@ impl StreamStore {
                         version: i64::from(stat.version),
                         stream: stream.clone(),
                     }),
-                    Err(zk::Error::NoNode) => Err(StoreError::NotFound(name.clone())),
-                    Err(zk::Error::BadVersion) => {
-                        let current = zk_get(client, layout, name).await?.version;
-                        Err(StoreError::Conflict {
-                            name: name.clone(),
-                            current,
-                        })
-                    }
-                    Err(error) => Err(unavailable(error)),
+                    Err(error) => Err(zk_write_error(client, layout, name, error).await),
                 }
             }
             StreamStore::Local {
@@ -206,16 +198,7 @@ impl StreamStore {
                 changed,
             } => {
                 let mut all = streams.lock().expect("streams");
-                let current = all
-                    .get(name)
-                    .ok_or_else(|| StoreError::NotFound(name.clone()))?
-                    .version;
-                if expected.is_some_and(|e| e != current) {
-                    return Err(StoreError::Conflict {
-                        name: name.clone(),
-                        current,
-                    });
-                }
+                let current = local_version(&all, name, expected)?;
                 let versioned = Versioned {
                     version: current + 1,
                     stream: stream.clone(),
@@ -237,15 +220,7 @@ impl StreamStore {
                 let expected = expected.map(|v| i32::try_from(v).unwrap_or(-2));
                 match client.delete(&layout.datastream(name), expected).await {
                     Ok(()) => Ok(()),
-                    Err(zk::Error::NoNode) => Err(StoreError::NotFound(name.to_string())),
-                    Err(zk::Error::BadVersion) => {
-                        let current = zk_get(client, layout, name).await?.version;
-                        Err(StoreError::Conflict {
-                            name: name.to_string(),
-                            current,
-                        })
-                    }
-                    Err(error) => Err(unavailable(error)),
+                    Err(error) => Err(zk_write_error(client, layout, name, error).await),
                 }
             }
             StreamStore::Local {
@@ -254,16 +229,7 @@ impl StreamStore {
                 changed,
             } => {
                 let mut all = streams.lock().expect("streams");
-                let current = all
-                    .get(name)
-                    .ok_or_else(|| StoreError::NotFound(name.to_string()))?
-                    .version;
-                if expected.is_some_and(|e| e != current) {
-                    return Err(StoreError::Conflict {
-                        name: name.to_string(),
-                        current,
-                    });
-                }
+                local_version(&all, name, expected)?;
                 if let Some(dir) = dir {
                     std::fs::remove_file(dir.join(format!("{name}.json"))).map_err(unavailable)?;
                 }
@@ -280,6 +246,45 @@ impl StreamStore {
             StreamStore::Local { changed, .. } => changed.notified().await,
             StreamStore::ZooKeeper { .. } => std::future::pending().await,
         }
+    }
+}
+
+/// The version of a local definition, if `expected` (when given) is still it.
+fn local_version(
+    all: &BTreeMap<String, Versioned>,
+    name: &str,
+    expected: Option<i64>,
+) -> Result<i64, StoreError> {
+    let current = all
+        .get(name)
+        .ok_or_else(|| StoreError::NotFound(name.to_string()))?
+        .version;
+    match expected {
+        Some(e) if e != current => Err(StoreError::Conflict {
+            name: name.to_string(),
+            current,
+        }),
+        _ => Ok(current),
+    }
+}
+
+/// What a failed versioned write of a definition means.
+async fn zk_write_error(
+    client: &zk::Client,
+    layout: &Layout,
+    name: &str,
+    error: zk::Error,
+) -> StoreError {
+    match error {
+        zk::Error::NoNode => StoreError::NotFound(name.to_string()),
+        zk::Error::BadVersion => match zk_get(client, layout, name).await {
+            Ok(current) => StoreError::Conflict {
+                name: name.to_string(),
+                current: current.version,
+            },
+            Err(error) => error,
+        },
+        error => unavailable(error),
     }
 }
 

@@ -309,26 +309,23 @@ pub fn stream(connection: &Connection, command: StreamCommand) -> Result<()> {
             name,
             topic,
             partitions,
-        } => (
-            connection.call(
-                "POST",
-                &path(name, "/partitions/pause"),
-                Some(&selection(topic, partitions)?),
-            )?,
-            true,
-        ),
-        StreamCommand::ResumePartitions {
+        }
+        | StreamCommand::ResumePartitions {
             name,
             topic,
             partitions,
-        } => (
-            connection.call(
-                "POST",
-                &path(name, "/partitions/resume"),
-                Some(&selection(topic, partitions)?),
-            )?,
-            true,
-        ),
+        } => {
+            let action = if matches!(command, StreamCommand::PausePartitions { .. }) {
+                "/partitions/pause"
+            } else {
+                "/partitions/resume"
+            };
+            let body = selection(topic, partitions)?;
+            (
+                connection.call("POST", &path(name, action), Some(&body))?,
+                true,
+            )
+        }
     };
     let body = expect_success(answer)?;
     if single {
