@@ -504,26 +504,8 @@ topics = ["{topic}"]
         .env("AQUEDUCT_LOG", "warn")
         .stdin(Stdio::null());
     let mut node = aqueduct_testkit::ManagedChild::spawn("aqueduct", command)?;
-    let pid = node.pid().context("aqueduct pid")?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut first: Option<(Instant, f64)> = None;
-    loop {
-        let copied = total_records(destination, &target).unwrap_or(0);
-        if copied > 0 && first.is_none() {
-            first = Some((Instant::now(), process_cpu_seconds(pid)?));
-        }
-        if copied >= records as i64 {
-            break;
-        }
-        if Instant::now() > deadline || !node.is_running() {
-            bail!("aqueduct did not copy {records} records");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = process_cpu_seconds(pid)?;
-    let peak_rss = peak_rss(pid);
-    let steady = first.map(|(at, cpu)| (at.elapsed().as_secs_f64(), cpu_seconds - cpu));
+    let watched = watch_copy(&mut node, started, destination, &target, records, 600)
+        .context("aqueduct did not copy the backlog")?;
     // Not timed: the committed offsets catch up within a commit interval.
     wait_for_commits(source, topic, &format!("aqueduct-{stream}"))?;
     let exit = node.terminate(Duration::from_secs(60));
@@ -538,10 +520,53 @@ topics = ["{topic}"]
         name: "aqueduct",
         records,
         bytes,
-        seconds,
+        seconds: watched.seconds,
+        cpu_seconds: watched.cpu_seconds,
+        peak_rss: watched.peak_rss,
+        steady: watched.steady,
+    })
+}
+
+/// What watching a pipeline process copy the backlog measured.
+struct Watched {
+    seconds: f64,
+    cpu_seconds: f64,
+    peak_rss: Option<u64>,
+    steady: Option<(f64, f64)>,
+}
+
+/// Waits until `process` has copied `records` records into `target`; measures from `started`, and from the
+/// first record at the destination (the steady state).
+fn watch_copy(
+    process: &mut aqueduct_testkit::ManagedChild,
+    started: Instant,
+    destination: &str,
+    target: &str,
+    records: u64,
+    timeout_secs: u64,
+) -> Result<Watched> {
+    let pid = process.pid().context("pipeline pid")?;
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let mut first: Option<(Instant, f64)> = None;
+    loop {
+        let copied = total_records(destination, target).unwrap_or(0);
+        if copied > 0 && first.is_none() {
+            first = Some((Instant::now(), process_cpu_seconds(pid)?));
+        }
+        if copied >= records as i64 {
+            break;
+        }
+        if Instant::now() > deadline || !process.is_running() {
+            bail!("{copied} of {records} records copied");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cpu_seconds = process_cpu_seconds(pid)?;
+    Ok(Watched {
+        seconds: started.elapsed().as_secs_f64(),
         cpu_seconds,
-        peak_rss,
-        steady,
+        peak_rss: peak_rss(pid),
+        steady: first.map(|(at, cpu)| (at.elapsed().as_secs_f64(), cpu_seconds - cpu)),
     })
 }
 
@@ -618,31 +643,17 @@ fn measure_mm2(
         .stdout(log.try_clone()?)
         .stderr(log);
     let mut mm2 = aqueduct_testkit::ManagedChild::spawn("mirrormaker", command)?;
-    let pid = mm2.pid().context("mirrormaker pid")?;
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let mut first: Option<(Instant, f64)> = None;
-    loop {
-        let copied = total_records(destination, &target).unwrap_or(0);
-        if copied > 0 && first.is_none() {
-            first = Some((Instant::now(), process_cpu_seconds(pid)?));
-        }
-        if copied >= records as i64 {
-            break;
-        }
-        if Instant::now() > deadline || !mm2.is_running() {
+    let watched = match watch_copy(&mut mm2, started, destination, &target, records, 900) {
+        Ok(watched) => watched,
+        Err(error) => {
             let log = std::fs::read_to_string(dir.path().join("mm2.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
             bail!(
-                "MirrorMaker 2 did not copy {records} records:\n{}",
+                "MirrorMaker 2 did not copy the backlog ({error}):\n{}",
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = process_cpu_seconds(pid)?;
-    let peak_rss = peak_rss(pid);
-    let steady = first.map(|(at, cpu)| (at.elapsed().as_secs_f64(), cpu_seconds - cpu));
+    };
     mm2.terminate(Duration::from_secs(60));
     let copied = total_records(destination, &target)?;
     if copied < records as i64 {
@@ -652,10 +663,10 @@ fn measure_mm2(
         name: "mm2",
         records,
         bytes,
-        seconds,
-        cpu_seconds,
-        peak_rss,
-        steady,
+        seconds: watched.seconds,
+        cpu_seconds: watched.cpu_seconds,
+        peak_rss: watched.peak_rss,
+        steady: watched.steady,
     })
 }
 
