@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::process::{free_port, wait_for_port, ManagedChild};
+use crate::proxy::TcpProxy;
 
 /// The pinned Kafka version (shared with `tools/install-kafka.sh`).
 pub const KAFKA_VERSION: &str = include_str!("../../../tools/kafka-version");
@@ -60,6 +61,9 @@ pub struct KafkaOptions {
     pub properties: Vec<(String, String)>,
     /// Java heap, for example `512m`.
     pub heap: Option<String>,
+    /// A second client listener reached only through a [`TcpProxy`] the test can cut (see
+    /// [`KafkaCluster::proxy`]); the brokers talk to each other on the direct listener.
+    pub proxied: bool,
 }
 
 /// One KRaft broker on 127.0.0.1 with random ports and a temporary data directory. Killed on drop.
@@ -70,6 +74,7 @@ pub struct KafkaCluster {
     dir: tempfile::TempDir,
     options: KafkaOptions,
     process: Option<ManagedChild>,
+    proxy: Option<TcpProxy>,
 }
 
 impl KafkaCluster {
@@ -138,6 +143,31 @@ impl KafkaCluster {
         let data = dir.path().join("data");
         let mut text = String::new();
         let min_isr = replicas.saturating_sub(1).max(1).to_string();
+        // With a proxied listener, clients that bootstrap through the proxy get the proxy's address for
+        // every broker (Kafka answers metadata with the addresses of the listener asked).
+        let proxy = if options.proxied {
+            let listener_port = free_port();
+            Some((
+                listener_port,
+                TcpProxy::start(free_port(), &format!("127.0.0.1:{listener_port}"))?,
+            ))
+        } else {
+            None
+        };
+        let (listeners, advertised, protocols) = match &proxy {
+            Some((listener_port, proxy)) => (
+                format!(
+                    "PLAINTEXT://127.0.0.1:{port},PROXIED://127.0.0.1:{listener_port},CONTROLLER://127.0.0.1:{controller_port}"
+                ),
+                format!("PLAINTEXT://127.0.0.1:{port},PROXIED://{}", proxy.address()),
+                "PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+            None => (
+                format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
+                format!("PLAINTEXT://127.0.0.1:{port}"),
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+        };
         let replicas = replicas.to_string();
         let defaults = [
             ("process.roles", "broker,controller".to_string()),
@@ -145,19 +175,10 @@ impl KafkaCluster {
             ("controller.quorum.voters", voters.to_string()),
             ("default.replication.factor", replicas.clone()),
             ("min.insync.replicas", min_isr.clone()),
-            (
-                "listeners",
-                format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
-            ),
-            (
-                "advertised.listeners",
-                format!("PLAINTEXT://127.0.0.1:{port}"),
-            ),
+            ("listeners", listeners),
+            ("advertised.listeners", advertised),
             ("controller.listener.names", "CONTROLLER".to_string()),
-            (
-                "listener.security.protocol.map",
-                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_string(),
-            ),
+            ("listener.security.protocol.map", protocols.to_string()),
             ("inter.broker.listener.name", "PLAINTEXT".to_string()),
             ("log.dirs", data.display().to_string()),
             ("offsets.topic.replication.factor", replicas.clone()),
@@ -208,6 +229,7 @@ impl KafkaCluster {
             dir,
             options,
             process: None,
+            proxy: proxy.map(|(_, proxy)| proxy),
         })
     }
 
@@ -279,6 +301,11 @@ impl KafkaCluster {
         )
     }
 
+    /// The proxy in front of this broker's proxied listener, when it has one.
+    pub fn proxy(&self) -> Option<&TcpProxy> {
+        self.proxy.as_ref()
+    }
+
     /// `127.0.0.1:<port>`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -337,4 +364,13 @@ impl Drop for KafkaCluster {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The proxied addresses of brokers started with [`KafkaOptions::proxied`], for a client's bootstrap list.
+pub fn proxied_bootstrap_all(brokers: &[KafkaCluster]) -> Option<String> {
+    brokers
+        .iter()
+        .map(|b| b.proxy().map(TcpProxy::address))
+        .collect::<Option<Vec<_>>>()
+        .map(|addresses| addresses.join(","))
 }

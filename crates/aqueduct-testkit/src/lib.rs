@@ -7,6 +7,7 @@
 pub mod kafka;
 pub mod node;
 pub mod process;
+pub mod proxy;
 pub mod sequence;
 pub mod zookeeper;
 
@@ -26,6 +27,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 pub use kafka::{KafkaCluster, KafkaOptions};
 pub use node::{aqueduct_binary, AqueductNode};
 pub use process::{free_port, ManagedChild};
+pub use proxy::TcpProxy;
 pub use sequence::{check_sequences, CheckReport, LiveLatency, SequenceLoad, SequenceProducer};
 pub use zookeeper::{ZooKeeper, ZooKeeperEnsemble};
 
@@ -173,4 +175,32 @@ pub fn total_records(bootstrap: &str, topic: &str) -> Result<i64> {
         total += high - low;
     }
     Ok(total)
+}
+
+/// Deletes `topics` (missing ones are ignored), to give the disk back between benchmark cases.
+pub fn delete_topics(bootstrap: &str, topics: &[&str]) -> Result<()> {
+    let admin = admin(bootstrap)?;
+    block_on(admin.delete_topics(
+        topics,
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))?;
+    Ok(())
+}
+
+/// The end offset (high watermark) of each of the first `partitions` partitions of `topic`, in one request
+/// per broker through `consumer`; cheap enough to poll while a pipeline runs.
+pub fn end_offsets(consumer: &BaseConsumer, topic: &str, partitions: i32) -> Result<Vec<i64>> {
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition_offset(topic, partition, rdkafka::Offset::End)?;
+    }
+    let ends = consumer.offsets_for_times(list, Duration::from_secs(10))?;
+    (0..partitions)
+        .map(
+            |partition| match ends.find_partition(topic, partition).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(end)) => Ok(end),
+                other => bail!("no end offset for {topic}/{partition}: {other:?}"),
+            },
+        )
+        .collect()
 }

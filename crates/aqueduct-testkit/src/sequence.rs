@@ -60,6 +60,13 @@ impl SequenceProducer {
         })
     }
 
+    /// Like `new`, continuing after `next[p]` records already written to each partition `p`.
+    pub fn resume(bootstrap: &str, topic: &str, size: usize, next: Vec<u64>) -> Result<Self> {
+        let mut producer = Self::new(bootstrap, topic, next.len() as i32, size)?;
+        producer.next = next;
+        Ok(producer)
+    }
+
     /// Writes `per_partition` more records to every partition and waits until all are acknowledged.
     pub fn produce(&mut self, per_partition: u64) -> Result<()> {
         for _ in 0..per_partition {
@@ -239,18 +246,31 @@ impl SequenceLoad {
         per_round: u64,
         pause: Duration,
     ) -> Self {
+        let next = vec![vec![0; partitions as usize]; topics.len()];
+        Self::resume(bootstrap, topics, next, per_round, pause)
+    }
+
+    /// Like `start`, continuing after `next[t][p]` records already written to partition `p` of topic `t`.
+    pub fn resume(
+        bootstrap: &str,
+        topics: &[String],
+        next: Vec<Vec<u64>>,
+        per_round: u64,
+        pause: Duration,
+    ) -> Self {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let threads = topics
             .iter()
-            .map(|topic| {
+            .zip(next)
+            .map(|(topic, next)| {
                 let (flag, bootstrap, topic) = (
                     std::sync::Arc::clone(&stop),
                     bootstrap.to_string(),
                     topic.clone(),
                 );
                 std::thread::spawn(move || {
-                    let mut producer = SequenceProducer::new(&bootstrap, &topic, partitions, 100)
+                    let mut producer = SequenceProducer::resume(&bootstrap, &topic, 100, next)
                         .expect("sequence producer");
                     while !flag.load(Ordering::Acquire) {
                         // A broker restart can fail a round after its retries: the round is written again,
@@ -291,35 +311,56 @@ pub struct LiveLatency {
 }
 
 impl LiveLatency {
+    /// Starts measuring; returns once the consumer has its partitions, so that the latency of records
+    /// written from then on does not include the consumer's own start-up.
     pub fn start(bootstrap: &str, topics: &[String]) -> Result<Self> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
-            .set("group.id", "aqueduct-live-latency")
+            .set(
+                "group.id",
+                format!("aqueduct-live-latency-{:x}", rand::random::<u32>()),
+            )
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "20")
             .set("topic.metadata.refresh.interval.ms", "1000")
             .set("log_level", "3")
             .create()?;
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&refs)?;
         let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let flag = std::sync::Arc::clone(&stop);
+        let ready = std::sync::Arc::new(AtomicBool::new(false));
+        let (flag, assigned) = (std::sync::Arc::clone(&stop), std::sync::Arc::clone(&ready));
         let thread = std::thread::spawn(move || {
-            let mut seen: std::collections::HashSet<(String, i32, u64)> =
-                std::collections::HashSet::new();
+            // First copies only: one bit per (topic, source partition, sequence).
+            let mut seen: HashMap<(String, i32), Vec<u64>> = HashMap::new();
             let mut latencies = Vec::new();
             while !flag.load(Ordering::Acquire) {
-                let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+                let polled = consumer.poll(Duration::from_millis(100));
+                if !assigned.load(Ordering::Relaxed)
+                    && consumer.assignment().is_ok_and(|a| a.count() > 0)
+                {
+                    assigned.store(true, Ordering::Release);
+                }
+                let Some(Ok(message)) = polled else {
                     continue;
                 };
                 let Some((partition, seq)) = message.payload().and_then(parse_sequence_value)
                 else {
                     continue;
                 };
-                if !seen.insert((message.topic().to_string(), partition, seq)) {
+                let bits = seen
+                    .entry((message.topic().to_string(), partition))
+                    .or_default();
+                let (word, bit) = ((seq / 64) as usize, seq % 64);
+                if bits.len() <= word {
+                    bits.resize(word + 1, 0);
+                }
+                if bits[word] & (1 << bit) != 0 {
                     continue;
                 }
+                bits[word] |= 1 << bit;
                 if let Some(timestamp) = message.timestamp().to_millis() {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -329,6 +370,14 @@ impl LiveLatency {
             }
             latencies
         });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.load(Ordering::Acquire) {
+            if Instant::now() > deadline {
+                stop.store(true, Ordering::Release);
+                bail!("the latency consumer got no partitions of {topics:?} in 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Ok(Self {
             stop,
             thread: Some(thread),
