@@ -31,7 +31,8 @@ lint: deps
 fmt:
 	$(CARGO) fmt --all
 
-## Throughput of aqueduct against a kcat pipe and the bare-librdkafka ceiling; assignment time of the balancer.
+## Aqueduct against Kafka MirrorMaker 2, a kcat pipe and the bare-librdkafka ceiling (throughput, CPU, memory,
+## latency); assignment time of the balancer. Writes target/bench-throughput.md.
 bench: deps
 	$(CARGO) bench -p aqueduct-benches --bench throughput
 	$(CARGO) bench -p aqueduct-benches --bench balancer

@@ -644,6 +644,8 @@ fn start_aqueduct(binary: &Path, source: &str, destination: &str, topic: &str) -
     let stream = random_name("bench").replace('-', "_");
     let tasks: u32 = setting("AQUEDUCT_BENCH_TASKS", 4);
     let producers: u32 = setting("AQUEDUCT_BENCH_PRODUCERS", 2);
+    // Extra settings of the datastream, as TOML lines (for tuning experiments).
+    let extra = std::env::var("AQUEDUCT_BENCH_STREAM_SETTINGS").unwrap_or_default();
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("aqueduct.toml");
     std::fs::write(
@@ -664,6 +666,7 @@ name = "{stream}"
 destination = "destination"
 destination_topic = "aqueduct.{{topic}}"
 max_tasks = {tasks}
+{extra}
 [[datastreams.sources]]
 cluster = "source"
 topics = ["{topic}"]

@@ -70,7 +70,7 @@ pub enum LogFormat {
 impl Default for NodeSettings {
     fn default() -> Self {
         Self {
-            max_in_flight_bytes: 256 * 1024 * 1024,
+            max_in_flight_bytes: 64 * 1024 * 1024,
             producers_per_destination: 2,
             consumer_prefetch_bytes: 16 * 1024 * 1024,
             commit_interval_ms: 1000,

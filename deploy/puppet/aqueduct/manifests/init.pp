@@ -33,7 +33,7 @@ class aqueduct (
   String[1] $instance = $facts['networking']['hostname'],
   String[1] $api_listen = '0.0.0.0:8080',
   Array[Hash[String[1], Variant[String, Boolean]]] $api_tokens = [],
-  Integer[1048576] $max_in_flight_bytes = 268435456,
+  Integer[1048576] $max_in_flight_bytes = 67108864,
   Integer[1] $max_tasks_per_instance = 64,
   Integer[1000, 600000] $session_timeout_ms = 10000,
   Enum['text', 'json'] $log_format = 'text',
