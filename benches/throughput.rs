@@ -304,15 +304,18 @@ fn run_workload(
     let (kcat, target) = measure_kcat(source, destination, &topic, workload, bytes)?;
     targets.push(target);
     print_row(&kcat);
-    let direct = measure_latency(
-        None,
-        binary,
-        source,
-        destination,
-        workload,
-        latency_mbps,
-        latency_secs,
-    )?;
+    let latency_of = |service: Option<Service>| {
+        measure_latency(
+            service,
+            binary,
+            source,
+            destination,
+            workload,
+            latency_mbps,
+            latency_secs,
+        )
+    };
+    let direct = latency_of(None)?;
     delete_topics(source, &[direct.source_topic.as_str()])?;
     let direct = direct.percentiles;
     println!(
@@ -336,15 +339,7 @@ fn run_workload(
             bytes,
         )?;
         targets.push(target);
-        let latency = measure_latency(
-            Some(service),
-            binary,
-            source,
-            destination,
-            workload,
-            latency_mbps,
-            latency_secs,
-        )?;
+        let latency = latency_of(Some(service))?;
         measurement.latency = Some(latency.percentiles);
         print_row(&measurement);
         results.push(measurement);

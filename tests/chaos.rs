@@ -239,6 +239,19 @@ bootstrap_servers = "{destination}"
         })
     }
 
+    /// SIGTERM to every node; each must exit cleanly.
+    fn stop_every_node(&mut self) {
+        for node in &mut self.nodes {
+            assert_eq!(node.process.terminate(), Some(0), "clean stop");
+        }
+    }
+
+    fn start_every_node(&mut self) {
+        for node in &mut self.nodes {
+            node.process.restart().expect("node restart");
+        }
+    }
+
     /// Records the mirrors are behind the source topics, summed (the load keeps writing, so a few
     /// thousand is caught up).
     fn behind(&self) -> i64 {
@@ -555,16 +568,12 @@ fn the_leader_s_session_expires_and_the_zookeeper_leader_is_killed() {
 fn every_node_stopped_while_a_backlog_builds_then_started() {
     let _serial = serial();
     let mut scenario = Scenario::start("full-stop", 64);
-    for node in &mut scenario.nodes {
-        assert_eq!(node.process.terminate(), Some(0), "clean stop");
-    }
+    scenario.stop_every_node();
     // The load keeps writing while no node runs.
     std::thread::sleep(Duration::from_secs(120));
     eprintln!("full-stop: {} records waiting", scenario.behind());
     let restarted = Instant::now();
-    for node in &mut scenario.nodes {
-        node.process.restart().expect("node restart");
-    }
+    scenario.start_every_node();
     let recovery = scenario.wait("the backlog drained", Duration::from_secs(300), |s| {
         s.behind() < CAUGHT_UP
     });
@@ -581,9 +590,7 @@ fn restarted_with_ten_million_records_waiting() {
     const BACKLOG: u64 = 10_000_000;
     let _serial = serial();
     let mut scenario = Scenario::start("big-backlog", 64);
-    for node in &mut scenario.nodes {
-        assert_eq!(node.process.terminate(), Some(0), "clean stop");
-    }
+    scenario.stop_every_node();
     // The steady load pauses while the backlog is written flat out, continuing every partition's sequence,
     // and goes on from there once the nodes are back.
     let written = scenario.load.take().expect("load").stop();
@@ -622,9 +629,7 @@ fn restarted_with_ten_million_records_waiting() {
         Duration::from_millis(100),
     ));
     let restarted = Instant::now();
-    for node in &mut scenario.nodes {
-        node.process.restart().expect("node restart");
-    }
+    scenario.start_every_node();
     let recovery = scenario.wait("the backlog drained", Duration::from_secs(900), |s| {
         s.behind() < CAUGHT_UP
     });
