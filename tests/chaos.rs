@@ -5,7 +5,9 @@
 //!
 //! `make test` runs the fast scenarios; `make chaos` runs them all (`--include-ignored`).
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
+mod common;
+
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use aqueduct_testkit::kafka::{bootstrap_all, proxied_bootstrap_all};
@@ -66,12 +68,6 @@ fn environment() -> &'static Environment {
             destination: Mutex::new(destination),
         }
     })
-}
-
-/// One scenario at a time: they share the machine.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Node {
@@ -351,7 +347,7 @@ bootstrap_servers = "{destination}"
 
 #[test]
 fn rolling_restart_of_every_node_under_load() {
-    let _serial = serial();
+    let _serial = common::serial();
     let mut scenario = Scenario::start("rolling-restart", 64);
     let started = Instant::now();
     let mut recovery = Duration::ZERO;
@@ -378,7 +374,7 @@ fn rolling_restart_of_every_node_under_load() {
 
 #[test]
 fn two_of_three_nodes_killed_at_once() {
-    let _serial = serial();
+    let _serial = common::serial();
     // Caps that hold every task on one node: the survivor takes them all.
     let mut scenario = Scenario::start("two-killed", 64);
     scenario.nodes[1].process.kill();
@@ -398,7 +394,7 @@ fn two_of_three_nodes_killed_at_once() {
 
 #[test]
 fn two_of_three_nodes_killed_with_caps_that_cannot_hold_every_task() {
-    let _serial = serial();
+    let _serial = common::serial();
     let cap = (TOPICS * PARTITIONS as usize / 3 + 1) as u32;
     let mut scenario = Scenario::start("two-killed-capped", cap);
     scenario.nodes[1].process.kill();
@@ -418,7 +414,7 @@ fn two_of_three_nodes_killed_with_caps_that_cannot_hold_every_task() {
 
 #[test]
 fn a_record_the_destination_rejects_for_good_pauses_only_its_partition() {
-    let _serial = serial();
+    let _serial = common::serial();
     let destination = environment().destination_bootstrap.clone();
     // The first topic's destination accepts batches of at most 64 KiB.
     let mut scenario = Scenario::start_with("rejected", 64, |topics| {
@@ -492,7 +488,7 @@ fn a_record_the_destination_rejects_for_good_pauses_only_its_partition() {
 #[test]
 #[ignore = "long (six broker restarts, about two minutes): run by make chaos"]
 fn source_and_destination_brokers_restarted_one_at_a_time() {
-    let _serial = serial();
+    let _serial = common::serial();
     let mut scenario = Scenario::start("broker-restarts", 64);
     let env = environment();
     let started = Instant::now();
@@ -515,7 +511,7 @@ fn source_and_destination_brokers_restarted_one_at_a_time() {
 #[test]
 #[ignore = "long (a session timeout and a ZooKeeper election): run by make chaos"]
 fn the_leader_s_session_expires_and_the_zookeeper_leader_is_killed() {
-    let _serial = serial();
+    let _serial = common::serial();
     let mut scenario = Scenario::start("zookeeper-faults", 64);
     let env = environment();
     // The Aqueduct leader freezes past its session timeout, then wakes up.
@@ -566,7 +562,7 @@ fn the_leader_s_session_expires_and_the_zookeeper_leader_is_killed() {
 #[test]
 #[ignore = "long (a two-minute backlog and its catch-up): run by make chaos"]
 fn every_node_stopped_while_a_backlog_builds_then_started() {
-    let _serial = serial();
+    let _serial = common::serial();
     let mut scenario = Scenario::start("full-stop", 64);
     scenario.stop_every_node();
     // The load keeps writing while no node runs.
@@ -588,7 +584,7 @@ fn every_node_stopped_while_a_backlog_builds_then_started() {
 #[ignore = "long (ten million records written and copied, about six minutes): run by make chaos"]
 fn restarted_with_ten_million_records_waiting() {
     const BACKLOG: u64 = 10_000_000;
-    let _serial = serial();
+    let _serial = common::serial();
     let mut scenario = Scenario::start("big-backlog", 64);
     scenario.stop_every_node();
     // The steady load pauses while the backlog is written flat out, continuing every partition's sequence,
@@ -643,7 +639,7 @@ fn restarted_with_ten_million_records_waiting() {
 #[test]
 #[ignore = "long (a 60 s network cut and the catch-up): run by make chaos"]
 fn the_network_to_the_destination_cut_for_a_minute() {
-    let _serial = serial();
+    let _serial = common::serial();
     let mut scenario = Scenario::start_through_proxy("network-cut", 64);
     let env = environment();
     {

@@ -5,15 +5,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aqueduct_coordination::layout::Layout;
 use aqueduct_coordination::store::{self, AssignedTask, AssignmentSummary, TaskState};
 use aqueduct_testkit::{
-    check_sequences, create_topic, random_name, AqueductNode, SequenceProducer, ZooKeeper,
+    check_sequences, create_topic, random_name, AqueductNode, SequenceLoad, ZooKeeper,
     ZooKeeperEnsemble,
 };
 use common::pair;
@@ -25,10 +22,15 @@ const PARTITIONS: i32 = 2;
 const TASKS: usize = STREAMS * PARTITIONS as usize;
 const SESSION: Duration = Duration::from_secs(6);
 
-/// The scenarios share the machine's two cores: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+/// Sequence producers writing 50 records per partition every ~50 ms into every topic until stopped.
+fn load(topics: &[String], partitions: i32) -> SequenceLoad {
+    SequenceLoad::start(
+        &pair().source.bootstrap(),
+        topics,
+        partitions,
+        50,
+        Duration::from_millis(50),
+    )
 }
 
 /// A cluster of three nodes mirroring `STREAMS` topics, with load running into every topic.
@@ -37,7 +39,7 @@ struct Cluster {
     zookeeper: String,
     nodes: Vec<AqueductNode>,
     topics: Vec<String>,
-    load: Option<Load>,
+    load: Option<SequenceLoad>,
 }
 
 fn node_config(
@@ -114,7 +116,7 @@ impl Cluster {
             topics,
             load: None,
         };
-        cluster.load = Some(Load::start(&cluster.topics, PARTITIONS));
+        cluster.load = Some(load(&cluster.topics, PARTITIONS));
         cluster
     }
 
@@ -195,51 +197,6 @@ impl Drop for Cluster {
         if let Some(load) = self.load.take() {
             load.stop();
         }
-    }
-}
-
-/// Sequence producers writing into every topic until stopped, one thread per topic.
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<Vec<u64>>>,
-}
-
-impl Load {
-    fn start(topics: &[String], partitions: i32) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let source = pair().source.bootstrap();
-        let threads = topics
-            .iter()
-            .map(|topic| {
-                let (flag, source, topic) = (Arc::clone(&stop), source.clone(), topic.clone());
-                std::thread::spawn(move || {
-                    let mut producer =
-                        SequenceProducer::new(&source, &topic, partitions, 100).unwrap();
-                    while !flag.load(Ordering::Acquire) {
-                        producer.produce(50).unwrap();
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    producer.written_per_partition().to_vec()
-                })
-            })
-            .collect();
-        Self { stop, threads }
-    }
-
-    /// Stops writing; returns what was written to each topic, per partition.
-    fn stop(mut self) -> Vec<Vec<u64>> {
-        self.stop.store(true, Ordering::Release);
-        std::mem::take(&mut self.threads)
-            .into_iter()
-            .map(|t| t.join().expect("load thread"))
-            .collect()
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        // A failed test stops its producers too.
-        self.stop.store(true, Ordering::Release);
     }
 }
 
@@ -325,7 +282,7 @@ impl View {
 
 #[test]
 fn killed_leader_and_follower_are_replaced_within_the_session_timeout() {
-    let _serial = serial();
+    let _serial = common::serial();
     let zookeeper = ZooKeeper::start().unwrap();
     let mut cluster = Cluster::start(&zookeeper.connect_string(), 64);
     let took = cluster.wait_for("full assignment", Duration::from_secs(60), |v| {
@@ -388,7 +345,7 @@ fn killed_leader_and_follower_are_replaced_within_the_session_timeout() {
 
 #[test]
 fn a_frozen_node_whose_session_expired_rejoins_by_itself() {
-    let _serial = serial();
+    let _serial = common::serial();
     let zookeeper = ZooKeeper::start().unwrap();
     let mut cluster = Cluster::start(&zookeeper.connect_string(), 64);
     cluster.wait_for("full assignment", Duration::from_secs(60), |v| {
@@ -441,7 +398,7 @@ fn a_frozen_node_whose_session_expired_rejoins_by_itself() {
 
 #[test]
 fn mirroring_continues_through_a_zookeeper_restart_and_an_ensemble_losing_its_leader() {
-    let _serial = serial();
+    let _serial = common::serial();
     // A single server restarted.
     let mut zookeeper = ZooKeeper::start().unwrap();
     let mut cluster = Cluster::start(&zookeeper.connect_string(), 64);
@@ -484,7 +441,7 @@ fn mirroring_continues_through_a_zookeeper_restart_and_an_ensemble_losing_its_le
 
 #[test]
 fn caps_leave_excess_tasks_unassigned_until_nodes_return() {
-    let _serial = serial();
+    let _serial = common::serial();
     let zookeeper = ZooKeeper::start().unwrap();
     let cap = (TASKS / 3) as u32;
     let mut cluster = Cluster::start(&zookeeper.connect_string(), cap);
@@ -531,7 +488,7 @@ fn caps_leave_excess_tasks_unassigned_until_nodes_return() {
 
 #[test]
 fn a_standalone_node_plans_with_the_same_caps_and_keeps_its_state_on_disk() {
-    let _serial = serial();
+    let _serial = common::serial();
     let pair = pair();
     let topic = random_name("standalone");
     create_topic(&pair.source.bootstrap(), &topic, 4, &[]).unwrap();
@@ -575,7 +532,7 @@ topics = ["{topic}"]
             .as_array()
             .map_or(0, |t| t.iter().filter(|t| t["state"] == "running").count())
     };
-    let load = Load::start(std::slice::from_ref(&topic), 4);
+    let load = load(std::slice::from_ref(&topic), 4);
     // Four tasks, room for three: one waits, visibly.
     let mut node = AqueductNode::start(&config(3)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
