@@ -8,7 +8,7 @@ use aqueduct_coordination::layout::Layout;
 use aqueduct_coordination::store::{self, AssignedTask, Claim, TaskReport, TaskState};
 use aqueduct_coordination::Session;
 use aqueduct_engine::status::{NodeStatus, PartitionHealth};
-use aqueduct_engine::Engine;
+use aqueduct_engine::{Engine, Unresolved};
 use aqueduct_model::config::DatastreamConfig;
 use aqueduct_model::placement::TaskSlice;
 use tracing::{info, warn};
@@ -19,7 +19,7 @@ pub enum Ownership {
     Local,
     /// Cluster: tasks are claimed in ZooKeeper within the node's session.
     Claimed {
-        session: Session,
+        session: Box<Session>,
         layout: Layout,
         instance: String,
     },
@@ -71,8 +71,9 @@ pub struct Agent {
     running: BTreeMap<AssignedTask, DatastreamConfig>,
     /// Assigned tasks that are not running, with the reason.
     held: BTreeMap<AssignedTask, TaskState>,
-    /// Stopped tasks whose claim could not be given up yet.
-    unreleased: Vec<AssignedTask>,
+    /// Stopped tasks whose claim is not given up yet: ZooKeeper could not be reached, or records of the
+    /// task are still inside a producer (they could land after the next owner's).
+    unreleased: Vec<(AssignedTask, Unresolved)>,
 }
 
 impl Agent {
@@ -116,9 +117,12 @@ impl Agent {
             .map(|(task, _)| task.clone())
             .collect();
         self.stop(&stale, ownership).await;
-        for task in std::mem::take(&mut self.unreleased) {
-            if !desired.contains(&task) && !ownership.release(&task).await {
-                self.unreleased.push(task);
+        for (task, unresolved) in std::mem::take(&mut self.unreleased) {
+            if desired.contains(&task) {
+                continue;
+            }
+            if unresolved.count() > 0 || !ownership.release(&task).await {
+                self.unreleased.push((task, unresolved));
             }
         }
         self.held.clear();
@@ -162,7 +166,7 @@ impl Agent {
                 Err(error) => {
                     warn!(%task, %error, "task did not start");
                     if !ownership.release(task).await {
-                        self.unreleased.push(task.clone());
+                        self.unreleased.push((task.clone(), Unresolved::default()));
                     }
                     self.held
                         .insert(task.clone(), TaskState::Error(error.to_string()));
@@ -183,13 +187,15 @@ impl Agent {
             let key = key(task);
             stopping.push(tokio::task::spawn_blocking(move || engine.stop(&key)));
         }
-        for stop in stopping {
-            let _ = stop.await;
-        }
-        for task in tasks {
+        for (task, stop) in tasks.iter().zip(stopping) {
+            let unresolved = stop.await.unwrap_or_default();
             info!(%task, "task stopped");
-            if !ownership.release(task).await {
-                self.unreleased.push(task.clone());
+            let left = unresolved.count();
+            if left > 0 {
+                warn!(%task, records = left, "records of the stopped task are still in a producer; the task is let go once they are resolved");
+                self.unreleased.push((task.clone(), unresolved));
+            } else if !ownership.release(task).await {
+                self.unreleased.push((task.clone(), unresolved));
             }
         }
     }
@@ -201,6 +207,10 @@ impl Agent {
         self.stop(&tasks, ownership.unwrap_or(&Ownership::Local))
             .await;
         self.held.clear();
+        if self.unreleased.iter().any(|(_, u)| u.count() > 0) {
+            // Leaving: what the producers still hold must not land after the next owners started.
+            self.engine.purge();
+        }
         self.unreleased.clear();
     }
 

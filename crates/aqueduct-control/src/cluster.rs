@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aqueduct_coordination::events::{Change, NodeEvents};
 use aqueduct_coordination::layout::Layout;
 use aqueduct_coordination::store::{self, InstanceStatus, Seeded};
 use aqueduct_coordination::{CoordinationError, Member, Role, Session};
@@ -45,7 +46,6 @@ pub async fn run(
     let renewer = tokio::spawn(renew_lease(
         Arc::clone(engine.lease()),
         member.watch_session(),
-        session_timeout,
     ));
     let mut agent = Agent::new(engine);
     let mut sessions = member.watch_session();
@@ -53,7 +53,7 @@ pub async fn run(
     let mut current: Option<Session> = None;
     let mut disconnected_since: Option<Instant> = None;
     let mut reported: Option<InstanceStatus> = None;
-    let mut definitions: Option<(u64, zk::PersistentWatcher)> = None;
+    let mut definitions: Option<(u64, NodeEvents)> = None;
     tokio::pin!(shutdown);
     loop {
         let session = member.current();
@@ -66,6 +66,9 @@ pub async fn run(
                 reported = None;
             }
             if let Some(session) = &session {
+                // Only this session's round trips renew the lease from now on: tasks claimed in it may
+                // forward records, nothing left of an older one can.
+                agent.engine().lease().grant(session.number);
                 seed(&config, session, &layout).await;
             }
             current = session;
@@ -78,7 +81,8 @@ pub async fn run(
         ));
         if member.role() == Role::Disconnected {
             let since = *disconnected_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= session_timeout && agent.running().next().is_some() {
+            let timeout = current.as_ref().map_or(session_timeout, |s| s.timeout);
+            if since.elapsed() >= timeout && agent.running().next().is_some() {
                 warn!(%instance, "cut off from ZooKeeper for a session timeout; stopping every task");
                 agent.stop_all(None).await;
             }
@@ -92,12 +96,10 @@ pub async fn run(
         if let (Some(session), None) = (&current, disconnected_since) {
             if definitions.as_ref().map(|(number, _)| *number) != Some(session.number) {
                 // Definition changes (a pause, a new pattern) restart the affected tasks without waiting.
-                definitions = session
-                    .client
-                    .watch(&layout.datastreams(), zk::AddWatchMode::PersistentRecursive)
+                definitions = NodeEvents::recursive(&session.client, &layout.datastreams())
                     .await
                     .ok()
-                    .map(|watcher| (session.number, watcher));
+                    .map(|events| (session.number, events));
             }
             match follow(&mut agent, session, &layout, &instance).await {
                 Ok((watcher, status)) => {
@@ -135,16 +137,20 @@ pub async fn run(
         };
         let definition_event = async {
             match definitions.as_mut() {
-                Some((_, watcher)) => {
-                    watcher.changed().await;
-                }
-                None => std::future::pending::<()>().await,
+                Some((_, events)) => events.changed().await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = &mut shutdown => break,
             _ = assignment_event => {}
-            _ = definition_event => {}
+            change = definition_event => {
+                if let Change::Ended(state) = change {
+                    // The session is over; watching again needs the next one.
+                    info!(%instance, ?state, "coordination session ended under the definitions watch");
+                    definitions = None;
+                }
+            }
             _ = sessions.changed() => {}
             _ = roles.changed() => {}
             _ = tokio::time::sleep(pause) => {}
@@ -158,7 +164,7 @@ pub async fn run(
     match &current {
         Some(session) => {
             let ownership = Ownership::Claimed {
-                session: session.clone(),
+                session: Box::new(session.clone()),
                 layout: layout.clone(),
                 instance: instance.clone(),
             };
@@ -176,25 +182,29 @@ pub async fn run(
     info!(%instance, "left the cluster");
 }
 
-/// Renews the engine's lease after every successful round trip to ZooKeeper in the member's session, for
-/// two thirds of the session timeout: the server cannot have expired the session before then. A node that
-/// was frozen or cut off finds its lease run out and copies nothing until it knows where it stands.
+/// Renews the engine's lease after every successful round trip to ZooKeeper in the session that holds it,
+/// for two thirds of the session timeout the server granted: the server cannot have expired the session
+/// before then. A node that was frozen or cut off finds its lease run out and copies nothing until it knows
+/// where it stands; a new session renews nothing until the control loop has stopped the old session's
+/// tasks and granted it the lease.
 async fn renew_lease(
     lease: Arc<aqueduct_engine::lease::Lease>,
     sessions: watch::Receiver<Option<Session>>,
-    session_timeout: Duration,
 ) {
-    let period = (session_timeout / 6).max(Duration::from_millis(100));
     loop {
         let session = sessions.borrow().clone();
+        let mut period = Duration::from_millis(500);
         if let Some(session) = session {
+            period = (session.timeout / 6).max(Duration::from_millis(100));
             let asked = Instant::now();
-            if let Ok(Some(_)) = session.client.check_stat(&session.live_node).await {
-                // Counted from before the request was sent: the server heard from us after that.
-                let left = (session_timeout * 2 / 3).saturating_sub(asked.elapsed());
-                let until = asked + session_timeout * 2 / 3;
-                if Instant::now() < until {
-                    lease.renew(left);
+            if lease.holder() == Some(session.number) {
+                if let Ok(Some(_)) = session.client.check_stat(&session.live_node).await {
+                    // Counted from before the request was sent: the server heard from us after that.
+                    let valid_for = session.timeout * 2 / 3;
+                    let left = valid_for.saturating_sub(asked.elapsed());
+                    if !left.is_zero() {
+                        lease.renew(session.number, left);
+                    }
                 }
             }
         }
@@ -235,7 +245,7 @@ async fn follow(
         }
     }
     let ownership = Ownership::Claimed {
-        session: session.clone(),
+        session: Box::new(session.clone()),
         layout: layout.clone(),
         instance: instance.to_string(),
     };
@@ -308,12 +318,7 @@ impl Term<'_> {
             Ok(()) | Err(zk::Error::NodeExists) => {}
             Err(error) => return Err(error.into()),
         }
-        let mut stream_events = client
-            .watch(
-                &self.layout.datastreams(),
-                zk::AddWatchMode::PersistentRecursive,
-            )
-            .await?;
+        let mut stream_events = NodeEvents::recursive(client, &self.layout.datastreams()).await?;
         let previous = store::summary(client, self.layout)
             .await?
             .unwrap_or_default();
@@ -416,7 +421,11 @@ impl Term<'_> {
                 refresh.saturating_sub(counted.as_ref().map_or(refresh, |(at, _)| at.elapsed()));
             tokio::select! {
                 _ = live_changed.changed() => {}
-                _ = stream_events.changed() => {}
+                change = stream_events.changed() => {
+                    if let Change::Ended(state) = change {
+                        return Err(CoordinationError::SessionEnded(state));
+                    }
+                }
                 _ = roles.changed() => {}
                 _ = tokio::time::sleep(until_recount) => {}
             }

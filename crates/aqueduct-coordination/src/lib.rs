@@ -6,6 +6,7 @@
 //! [`Role::Disconnected`] at once, so a leader that may have lost its session stops acting as leader; when
 //! the session expires the member opens a new session, registers again and rejoins the election by itself.
 
+pub mod events;
 pub mod layout;
 pub mod store;
 
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use zookeeper_client as zk;
 
+pub use events::NodeEvents;
 pub use layout::Layout;
 
 /// What a member is in the election.
@@ -39,6 +41,8 @@ pub struct Session {
     pub live_node: String,
     /// Counts the sessions of this member (1 for the first).
     pub number: u64,
+    /// The session timeout the server granted (it may clamp the one asked for).
+    pub timeout: Duration,
 }
 
 /// Settings of a member.
@@ -211,6 +215,7 @@ async fn session(
         client: client.clone(),
         live_node: format!("{}{:010}", layout.live_instance_prefix(), mine),
         number,
+        timeout: client.session_timeout(),
     }));
     let mut state = client.state_watcher();
     loop {

@@ -12,6 +12,8 @@ pub struct Lease {
     epoch: Instant,
     /// Milliseconds after `epoch` until which tasks may forward records; `u64::MAX` is forever.
     until_ms: AtomicU64,
+    /// The session whose round trips renew the lease; 0 is none.
+    holder: AtomicU64,
 }
 
 impl Lease {
@@ -20,6 +22,7 @@ impl Lease {
         Self {
             epoch: Instant::now(),
             until_ms: AtomicU64::new(u64::MAX),
+            holder: AtomicU64::new(0),
         }
     }
 
@@ -28,18 +31,38 @@ impl Lease {
         Self {
             epoch: Instant::now(),
             until_ms: AtomicU64::new(0),
+            holder: AtomicU64::new(0),
         }
     }
 
-    /// Extends the lease to `duration` from now.
-    pub fn renew(&self, duration: Duration) {
+    /// Hands the lease to session `session` (a number greater than 0); it stays expired until that
+    /// session renews it.
+    pub fn grant(&self, session: u64) {
+        self.holder.store(session, Ordering::Release);
+    }
+
+    /// The session that may renew the lease, if any.
+    pub fn holder(&self) -> Option<u64> {
+        match self.holder.load(Ordering::Acquire) {
+            0 => None,
+            session => Some(session),
+        }
+    }
+
+    /// Extends the lease to `duration` from now if `session` holds it; returns whether it did.
+    pub fn renew(&self, session: u64, duration: Duration) -> bool {
+        if session == 0 || self.holder.load(Ordering::Acquire) != session {
+            return false;
+        }
         let until = self.epoch.elapsed() + duration;
         self.until_ms
             .store(until.as_millis() as u64, Ordering::Release);
+        true
     }
 
-    /// Ends the lease now.
+    /// Ends the lease now and takes it from its session.
     pub fn revoke(&self) {
+        self.holder.store(0, Ordering::Release);
         self.until_ms.store(0, Ordering::Release);
     }
 
@@ -61,13 +84,31 @@ mod tests {
         assert!(Lease::unlimited().is_valid());
         let lease = Lease::expired();
         assert!(!lease.is_valid());
-        lease.renew(Duration::from_secs(60));
+        lease.grant(1);
+        assert!(lease.renew(1, Duration::from_secs(60)));
         assert!(lease.is_valid());
-        lease.renew(Duration::from_millis(30));
+        lease.renew(1, Duration::from_millis(30));
         std::thread::sleep(Duration::from_millis(60));
         assert!(!lease.is_valid(), "ran out");
-        lease.renew(Duration::from_secs(60));
+        lease.renew(1, Duration::from_secs(60));
         lease.revoke();
         assert!(!lease.is_valid());
+    }
+
+    #[test]
+    fn only_the_holding_session_renews() {
+        let lease = Lease::expired();
+        assert!(!lease.renew(1, Duration::from_secs(60)), "nobody holds it");
+        lease.grant(1);
+        assert!(lease.renew(1, Duration::from_secs(60)));
+        lease.revoke();
+        assert_eq!(lease.holder(), None);
+        assert!(!lease.renew(1, Duration::from_secs(60)), "revoked");
+        assert!(!lease.is_valid());
+        lease.grant(2);
+        assert!(!lease.renew(1, Duration::from_secs(60)), "an older session");
+        assert!(!lease.is_valid());
+        assert!(lease.renew(2, Duration::from_secs(60)));
+        assert!(lease.is_valid());
     }
 }

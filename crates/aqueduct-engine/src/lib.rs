@@ -27,6 +27,7 @@ use tracing::info;
 use crate::budget::InFlightBudget;
 use crate::client::producer_config;
 use crate::lease::Lease;
+pub use crate::partition::Unresolved;
 use crate::producer::ProducerPool;
 use crate::status::{NodeStatus, PoolStatus, StreamStatus};
 use crate::stream::{StreamContext, StreamRunner};
@@ -178,11 +179,28 @@ impl Engine {
     }
 
     /// Stops the runner `key`: no more consumption, records in flight acknowledged (or given up after a
-    /// timeout), offsets committed. Blocks until done.
-    pub fn stop(&self, key: &str) {
+    /// timeout), offsets committed. Blocks until done. Returns what is still inside a producer: until it
+    /// is resolved, the runner's work must not start elsewhere.
+    pub fn stop(&self, key: &str) -> Unresolved {
         let runner = self.inner.lock().expect("engine").runners.remove(key);
-        if let Some(mut runner) = runner {
-            runner.stop();
+        match runner {
+            Some(mut runner) => runner.stop(),
+            None => Unresolved::default(),
+        }
+    }
+
+    /// Drops every record every producer pool holds (see [`ProducerPool::purge`]).
+    pub fn purge(&self) {
+        let pools: Vec<Arc<ProducerPool>> = self
+            .inner
+            .lock()
+            .expect("engine")
+            .pools
+            .values()
+            .cloned()
+            .collect();
+        for pool in pools {
+            pool.purge();
         }
     }
 
@@ -256,7 +274,7 @@ impl Engine {
             runner.request_stop();
         }
         for runner in runners.values_mut() {
-            runner.stop();
+            let _ = runner.stop();
         }
         for pool in pools.values() {
             pool.flush(FLUSH_TIMEOUT);

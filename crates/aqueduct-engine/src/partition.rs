@@ -1,7 +1,7 @@
 //! State of one source partition, shared by the task that reads it and the producer callbacks that
 //! acknowledge its records.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aqueduct_model::offsets::{AckOutcome, PartitionOffsets};
@@ -88,6 +88,9 @@ pub struct PartitionState {
     pub bytes_acked: AtomicU64,
     /// The last offset committed to the source cluster.
     committed: AtomicU64,
+    /// Records handed to a producer whose delivery report (success or failure) has not arrived: while any
+    /// is left, a record of this partition may still land on the destination.
+    outstanding: AtomicI64,
     pub metrics: Arc<PartitionMetrics>,
 }
 
@@ -112,8 +115,24 @@ impl PartitionState {
             records_acked: AtomicU64::new(0),
             bytes_acked: AtomicU64::new(0),
             committed: AtomicU64::new(u64::MAX),
+            outstanding: AtomicI64::new(0),
             metrics,
         }
+    }
+
+    /// A record is about to be handed to a producer.
+    pub fn handed(&self) {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The producer reported on a record (delivered or failed), or refused it at once.
+    pub fn resolved(&self) {
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Records handed to a producer that it has not reported on yet.
+    pub fn unresolved(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire).max(0) as usize
     }
 
     pub fn generation(&self) -> u64 {
@@ -181,5 +200,27 @@ impl PartitionState {
 
     pub fn set_committed(&self, offset: i64) {
         self.committed.store(offset as u64, Ordering::Relaxed);
+    }
+}
+
+/// The partitions of stopped tasks that still have records inside a producer. Until they are resolved, a
+/// record of these partitions may land on the destination, so the tasks' claims are kept.
+#[derive(Debug, Default)]
+pub struct Unresolved {
+    partitions: Vec<Arc<PartitionState>>,
+}
+
+impl Unresolved {
+    pub fn new(partitions: Vec<Arc<PartitionState>>) -> Self {
+        Self { partitions }
+    }
+
+    pub fn extend(&mut self, other: Unresolved) {
+        self.partitions.extend(other.partitions);
+    }
+
+    /// Records still inside a producer.
+    pub fn count(&self) -> usize {
+        self.partitions.iter().map(|p| p.unresolved()).sum()
     }
 }

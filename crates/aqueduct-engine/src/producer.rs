@@ -11,7 +11,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use tracing::{error, warn};
 
 use crate::budget::InFlightBudget;
@@ -90,6 +90,8 @@ impl ProducerContext for MirrorContext {
                 });
             }
         }
+        // Last: whoever waits for the partition's records to resolve sees the outcome recorded first.
+        delivery.partition.resolved();
     }
 }
 
@@ -117,6 +119,13 @@ pub struct ProducerLease {
 impl ProducerLease {
     pub fn producer(&self) -> &MirrorProducer {
         &self.pooled.producer
+    }
+
+    /// Drops every record the producer holds (see [`ProducerPool::purge`]).
+    pub fn purge(&self) {
+        self.pooled
+            .producer
+            .purge(PurgeConfig::default().queue().inflight());
     }
 }
 
@@ -190,6 +199,16 @@ impl ProducerPool {
             if let Err(error) = pooled.producer.flush(timeout) {
                 warn!(pool = %self.name, %error, "flush did not complete");
             }
+        }
+    }
+
+    /// Drops every record the pool's producers hold, queued or in flight: each is reported as failed (and
+    /// its partition rewound by its task), so nothing the node sent before it was fenced arrives later.
+    pub fn purge(&self) {
+        for pooled in &self.producers {
+            pooled
+                .producer
+                .purge(PurgeConfig::default().queue().inflight());
         }
     }
 

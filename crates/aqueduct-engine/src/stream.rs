@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 use crate::budget::InFlightBudget;
 use crate::client::{admin_config, consumer_config};
 use crate::lease::Lease;
-use crate::partition::Route;
+use crate::partition::{Route, Unresolved};
 use crate::producer::ProducerPool;
 use crate::status::StreamStatus;
 use crate::task::{self, NewPartition, TaskHandle, TaskSpec};
@@ -114,9 +114,11 @@ impl StreamRunner {
         }
     }
 
-    /// Stops discovery and every task (each drains and commits).
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+    /// Stops discovery and every task (each drains and commits). The tasks are told first: discovery may
+    /// be in the middle of a slow metadata call, and the tasks must not forward records meanwhile. Returns
+    /// the partitions whose records are still inside a producer.
+    pub fn stop(&mut self) -> Unresolved {
+        self.request_stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -124,15 +126,17 @@ impl StreamRunner {
         for task in tasks.values() {
             task.request_stop();
         }
+        let mut unresolved = Unresolved::default();
         for task in tasks.values_mut() {
-            task.stop();
+            unresolved.extend(task.stop());
         }
+        unresolved
     }
 }
 
 impl Drop for StreamRunner {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.stop();
     }
 }
 

@@ -26,7 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::budget::InFlightBudget;
 use crate::lease::Lease;
-use crate::partition::{DeliveryFailure, FailureInbox, PartitionState, Route};
+use crate::partition::{DeliveryFailure, FailureInbox, PartitionState, Route, Unresolved};
 use crate::producer::{Delivery, ProducerLease};
 use crate::status::{PartitionHealth, PartitionStatus, TaskStatus};
 
@@ -129,20 +129,30 @@ impl TaskHandle {
         self.stop.store(true, Ordering::Release);
     }
 
-    /// Stops the task: no more consumption, in-flight records drained, offsets committed.
-    pub fn stop(&mut self) {
+    /// Stops the task: no more consumption, in-flight records drained, offsets committed. Returns the
+    /// partitions that still have records inside a producer (the drain timed out).
+    pub fn stop(&mut self) -> Unresolved {
         self.request_stop();
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 error!(task = %self.id, "task thread panicked");
             }
         }
+        Unresolved::new(
+            self.partitions
+                .lock()
+                .expect("task partitions")
+                .iter()
+                .filter(|p| p.unresolved() > 0)
+                .cloned()
+                .collect(),
+        )
     }
 }
 
 impl Drop for TaskHandle {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.stop();
     }
 }
 
@@ -295,7 +305,9 @@ impl MirrorTask {
         let fenced = !self.lease.is_valid();
         if fenced != self.fenced {
             if fenced {
-                warn!(task = %self.id, "the node's lease ran out; forwarding stops until it is renewed");
+                warn!(task = %self.id, "the node's lease ran out; forwarding stops until it is renewed, records not yet delivered are dropped and sent again later");
+                // Whatever waits in the producer could land after the tasks' next owner started.
+                self.producer.purge();
             } else {
                 info!(task = %self.id, "lease renewed; forwarding again");
             }
@@ -383,6 +395,7 @@ impl MirrorTask {
             record = record.partition(partition);
         }
         state.sent(offset);
+        state.handed();
         self.budget.take(cost);
         loop {
             match self.producer.producer().send(record) {
@@ -395,11 +408,13 @@ impl MirrorTask {
                     std::thread::sleep(Duration::from_millis(1));
                     if self.stop.load(Ordering::Acquire) {
                         self.budget.give(cost);
+                        state.resolved();
                         return None;
                     }
                 }
                 Err((error, _)) => {
                     self.budget.give(cost);
+                    state.resolved();
                     return Some(DeliveryFailure {
                         generation: state.generation(),
                         partition: state,
@@ -677,27 +692,47 @@ impl MirrorTask {
         }
     }
 
-    /// Stops consuming, waits for records in flight, and commits what was acknowledged.
+    /// Stops consuming, waits until the producer reported on every record the task handed it, and commits
+    /// what was acknowledged. A fenced node drops what its producers hold instead of waiting for it.
     fn drain_and_commit(&mut self) {
         let _ = self.consumer.unassign();
+        if !self.lease.is_valid() {
+            self.producer.purge();
+        }
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         loop {
-            let in_flight: usize = self
-                .listed
-                .lock()
-                .expect("task partitions")
-                .iter()
-                .map(|s| s.in_flight())
-                .sum();
-            if in_flight == 0 || Instant::now() >= deadline {
-                if in_flight > 0 {
-                    warn!(task = %self.id, in_flight, "stopping with records in flight; they will be sent again");
+            // Failed deliveries: forget what is in flight so the commit stays below it.
+            for failure in self.failures.take() {
+                let state = &failure.partition;
+                if failure.generation == state.generation() {
+                    state.rewind(state.committable());
+                }
+            }
+            let unresolved = self.unresolved();
+            if unresolved == 0 || Instant::now() >= deadline {
+                if unresolved > 0 {
+                    warn!(task = %self.id, unresolved, "stopping with records still in the producer; the task is not let go until they are resolved");
                 }
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        for failure in self.failures.take() {
+            let state = &failure.partition;
+            if failure.generation == state.generation() {
+                state.rewind(state.committable());
+            }
+        }
         self.commit(CommitMode::Sync);
+    }
+
+    fn unresolved(&self) -> usize {
+        self.listed
+            .lock()
+            .expect("task partitions")
+            .iter()
+            .map(|s| s.unresolved())
+            .sum()
     }
 }
 

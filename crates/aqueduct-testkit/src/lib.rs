@@ -28,7 +28,10 @@ pub use kafka::{KafkaCluster, KafkaOptions};
 pub use node::{aqueduct_binary, AqueductNode};
 pub use process::{free_port, ManagedChild};
 pub use proxy::TcpProxy;
-pub use sequence::{check_sequences, CheckReport, LiveLatency, SequenceLoad, SequenceProducer};
+pub use sequence::{
+    check_mirror, check_sequences, CheckReport, LiveLatency, SequenceLoad, SequenceProducer,
+    SourceLog,
+};
 pub use zookeeper::{ZooKeeper, ZooKeeperEnsemble};
 
 /// A topic name unique to this run: `<prefix>-<random>`.

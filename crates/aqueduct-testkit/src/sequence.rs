@@ -118,6 +118,11 @@ pub struct CheckReport {
     pub missing: u64,
     /// First deliveries that arrived after a higher sequence of the same source partition.
     pub out_of_order: u64,
+    /// Copies (first or not) that skipped ahead in their source partition's log: after a record, a copy
+    /// must continue with the next record of the source log or go back (a replay after a crash or a move).
+    /// A skip means a record of the partition arrived behind a later one, for example a record of a task's
+    /// old owner landing after its new owner started. Counted only by [`check_mirror`].
+    pub out_of_order_copies: u64,
     /// Records found on a destination partition other than their source partition.
     pub wrong_partition: u64,
     /// Records that did not parse as sequence records.
@@ -125,9 +130,9 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// True when nothing was lost and first deliveries kept their order.
+    /// True when nothing was lost and deliveries kept their order.
     pub fn is_lossless(&self) -> bool {
-        self.missing == 0 && self.out_of_order == 0
+        self.missing == 0 && self.out_of_order == 0 && self.out_of_order_copies == 0
     }
 }
 
@@ -139,6 +144,95 @@ pub fn check_sequences(
     topic: &str,
     expected: &[u64],
     identity_partitions: bool,
+    timeout: Duration,
+) -> Result<CheckReport> {
+    check(
+        bootstrap,
+        topic,
+        expected,
+        identity_partitions,
+        None,
+        timeout,
+    )
+}
+
+/// The order in which sequence records sit in the source log: per partition, each sequence's position.
+#[derive(Debug, Clone, Default)]
+pub struct SourceLog {
+    positions: Vec<HashMap<u64, u64>>,
+}
+
+impl SourceLog {
+    /// Reads every partition of `topic` from the beginning to its end offset now.
+    pub fn read(bootstrap: &str, topic: &str) -> Result<Self> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "aqueduct-source-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("log_level", "3")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len()) as i32;
+        let mut positions = vec![HashMap::new(); partitions as usize];
+        for partition in 0..partitions {
+            let (low, high) =
+                consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+            if high <= low {
+                continue;
+            }
+            let mut assignment = TopicPartitionList::new();
+            assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
+            consumer.assign(&assignment)?;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let map = &mut positions[partition as usize];
+            let mut next_position = 0u64;
+            loop {
+                if Instant::now() > deadline {
+                    bail!("reading {topic}-{partition} of the source took too long");
+                }
+                let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let message = message?;
+                if let Some((_, seq)) = message.payload().and_then(parse_sequence_value) {
+                    map.insert(seq, next_position);
+                    next_position += 1;
+                }
+                if message.offset() + 1 >= high {
+                    break;
+                }
+            }
+        }
+        Ok(Self { positions })
+    }
+
+    fn position(&self, partition: i32, seq: u64) -> Option<u64> {
+        self.positions.get(partition as usize)?.get(&seq).copied()
+    }
+}
+
+/// Like [`check_sequences`] with identity partitioning, and checks the order of every copy against the
+/// source log (see [`CheckReport::out_of_order_copies`]).
+pub fn check_mirror(
+    bootstrap: &str,
+    topic: &str,
+    expected: &[u64],
+    source: &SourceLog,
+    timeout: Duration,
+) -> Result<CheckReport> {
+    check(bootstrap, topic, expected, true, Some(source), timeout)
+}
+
+fn check(
+    bootstrap: &str,
+    topic: &str,
+    expected: &[u64],
+    identity_partitions: bool,
+    source: Option<&SourceLog>,
     timeout: Duration,
 ) -> Result<CheckReport> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -176,6 +270,19 @@ pub fn check_sequences(
         .map(|n| vec![0u64; (*n as usize).div_ceil(64)])
         .collect();
     let mut highest_first: HashMap<i32, u64> = HashMap::new();
+    // Per destination partition: the source position of the last copy seen.
+    let mut last_position: HashMap<i32, i64> = HashMap::new();
+    let mut follow_copy =
+        |partition: i32, source_partition: i32, seq: u64, report: &mut CheckReport| {
+            let Some(position) = source.and_then(|s| s.position(source_partition, seq)) else {
+                return;
+            };
+            let last = last_position.entry(partition).or_insert(-1);
+            if position as i64 > *last + 1 {
+                report.out_of_order_copies += 1;
+            }
+            *last = position as i64;
+        };
     let mut report = CheckReport {
         expected: total_expected,
         ..CheckReport::default()
@@ -192,6 +299,7 @@ pub fn check_sequences(
         if identity_partitions && message.partition() != source_partition {
             report.wrong_partition += 1;
         }
+        follow_copy(message.partition(), source_partition, seq, &mut report);
         let Some(bits) = seen.get_mut(source_partition as usize) else {
             report.foreign += 1;
             continue;
@@ -218,6 +326,7 @@ pub fn check_sequences(
     while Instant::now() < quiet_until {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
             if let Some((p, seq)) = message.payload().and_then(parse_sequence_value) {
+                follow_copy(message.partition(), p, seq, &mut report);
                 if let Some(bits) = seen.get(p as usize) {
                     let (word, bit) = ((seq / 64) as usize, seq % 64);
                     if bits.get(word).is_some_and(|w| w & (1 << bit) != 0) {
