@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use aqueduct_engine::status::PartitionHealth;
 use aqueduct_engine::Engine;
-use aqueduct_testkit::{create_topic, random_name, topic_overrides};
+use aqueduct_testkit::{
+    check_sequences, create_topic, random_name, topic_overrides, SequenceProducer,
+};
 use common::{headers_of, node_config, pair, read_records, wait_until};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -293,6 +295,69 @@ exclude_pattern = ".*\\.skip"
 }
 
 #[test]
+fn a_topic_with_a_small_max_message_bytes_is_mirrored_in_full() {
+    let pair = pair();
+    let topic = random_name("small-limit");
+    // Every record fits the limit on its own; the producer's default batches (up to 1 MB) do not.
+    create_topic(
+        &pair.source.bootstrap(),
+        &topic,
+        4,
+        &[("max.message.bytes", "65536")],
+    )
+    .unwrap();
+    let mut load = SequenceProducer::with_properties(
+        &pair.source.bootstrap(),
+        &topic,
+        4,
+        1024,
+        &[("batch.size", "16384")],
+    )
+    .unwrap();
+    load.produce(12_500).unwrap();
+    assert_eq!(load.written_per_partition(), vec![12_500; 4]);
+    let config = node_config(
+        &pair.source.bootstrap(),
+        &pair.destination.bootstrap(),
+        &format!(
+            r#"
+[[datastreams]]
+name = "small-limit"
+destination = "destination"
+max_tasks = 2
+[[datastreams.sources]]
+cluster = "source"
+topics = ["{topic}"]
+"#
+        ),
+    );
+    let started = std::time::Instant::now();
+    let engine = Engine::start(&config).unwrap();
+    let report = check_sequences(
+        &pair.destination.bootstrap(),
+        &topic,
+        &load.written_per_partition(),
+        true,
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let elapsed = started.elapsed();
+    let status = engine.status();
+    assert!(report.is_lossless(), "{report:?}\n{status:#?}");
+    assert_eq!(report.unique, 50_000, "{report:?}");
+    assert!(
+        status
+            .stream("small-limit")
+            .unwrap()
+            .partitions()
+            .all(|p| p.health == PartitionHealth::Running),
+        "{status:#?}"
+    );
+    eprintln!("50,000 records of 1 KiB through max.message.bytes 65536 in {elapsed:?}");
+    engine.shutdown();
+}
+
+#[test]
 fn a_record_the_destination_rejects_pauses_only_its_partition() {
     let pair = pair();
     let topic = random_name("reject");
@@ -359,6 +424,11 @@ topics = ["{topic}"]
         unreachable!()
     };
     assert!(reason.contains("offset 10"), "{reason}");
+    // The reason names the record's size against the destination topic's limit.
+    assert!(
+        reason.contains("50003 bytes") && reason.contains("max.message.bytes 10000"),
+        "{reason}"
+    );
     assert!(
         wait_until(Duration::from_secs(5), || engine
             .status()

@@ -36,6 +36,22 @@ fn kafka_starts_serves_restarts_and_is_gone_after_drop() {
         Some(3),
         "data survives a restart"
     );
+    // The sequence producer counts a record only once the broker acknowledged it: batches larger than the
+    // topic accepts fail, and neither the round nor the written counts hide it.
+    let strict = random_name("kit-limit");
+    aqueduct_testkit::create_topic(
+        &kafka.bootstrap(),
+        &strict,
+        1,
+        &[("max.message.bytes", "4096")],
+    )
+    .unwrap();
+    let mut producer =
+        aqueduct_testkit::SequenceProducer::new(&kafka.bootstrap(), &strict, 1, 1024).unwrap();
+    let round = producer.produce(100);
+    assert!(round.is_err(), "a round with rejected records succeeded");
+    let written = producer.written_per_partition()[0];
+    assert!(written < 100, "{written} of 100 counted as written");
     let pid = kafka.pid().unwrap();
     drop(kafka);
     assert!(!alive(pid), "kafka {pid} still runs after drop");

@@ -1,7 +1,7 @@
 //! State of one source partition, shared by the task that reads it and the producer callbacks that
 //! acknowledge its records.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aqueduct_model::offsets::{AckOutcome, PartitionOffsets};
@@ -15,6 +15,15 @@ pub struct Route {
     pub destination_topic: String,
     /// Partition count of the destination topic, refreshed by discovery.
     pub destination_partitions: AtomicI32,
+    /// The largest record batch the destination topic accepts: its `max.message.bytes`, or the broker's
+    /// `message.max.bytes` when the topic has none of its own. Learned before the route is used.
+    pub max_message_bytes: AtomicU32,
+}
+
+impl Route {
+    pub fn max_message_bytes(&self) -> u32 {
+        self.max_message_bytes.load(Ordering::Relaxed)
+    }
 }
 
 /// A failed delivery, handled by the owning task (rewind or pause).
@@ -23,6 +32,8 @@ pub struct DeliveryFailure {
     pub partition: Arc<PartitionState>,
     pub offset: i64,
     pub generation: u64,
+    /// Key, value and header bytes of the record.
+    pub bytes: u64,
     pub error: KafkaError,
 }
 

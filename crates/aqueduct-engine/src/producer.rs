@@ -3,8 +3,9 @@
 //! A pool holds a fixed number of producers for its lifetime; a task borrows the least-loaded one and gives
 //! it back when it stops. A task never closes a producer, so a failing task cannot break the others.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -12,7 +13,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::budget::InFlightBudget;
 use crate::partition::{DeliveryFailure, PartitionState};
@@ -86,6 +87,7 @@ impl ProducerContext for MirrorContext {
                     partition: Arc::clone(&delivery.partition),
                     offset: delivery.offset,
                     generation: delivery.generation,
+                    bytes: delivery.bytes,
                     error: error.clone(),
                 });
             }
@@ -104,12 +106,24 @@ pub struct PooledProducer {
 }
 
 /// The producers of one destination cluster (or of one stream with its own producer settings).
+///
+/// librdkafka fills batches up to `batch.size` and never splits one the broker refuses, so a destination
+/// topic whose `max.message.bytes` is below the pool's batch size gets producers of its own whose batches
+/// fit its limit: one per limit, made when the first task needs it.
 pub struct ProducerPool {
     name: String,
+    config: ClientConfig,
     producers: Vec<Arc<PooledProducer>>,
+    /// Producers for topics with a smaller limit, by that limit.
+    limited: Mutex<BTreeMap<u32, Arc<PooledProducer>>>,
     /// The pool's share of the node's in-flight cap.
     budget: Arc<InFlightBudget>,
 }
+
+/// Room left in a batch for what librdkafka adds to the records (batch header, record framing).
+const BATCH_FRAMING: u32 = 256;
+/// librdkafka's default `batch.size`.
+const DEFAULT_BATCH_SIZE: u64 = 1_000_000;
 
 /// A producer lent to a task; returned to the pool on drop.
 pub struct ProducerLease {
@@ -145,26 +159,89 @@ impl ProducerPool {
     ) -> Result<Self, KafkaError> {
         let mut producers = Vec::with_capacity(size);
         for index in 0..size {
-            let mut config = config.clone();
-            let client_id = format!(
-                "{}-{index}",
-                config.get("client.id").unwrap_or("aqueduct-producer")
-            );
-            config.set("client.id", client_id.clone());
-            let producer: MirrorProducer = config.create_with_context(MirrorContext {
-                budget: Arc::clone(&budget),
-                name: client_id,
-            })?;
-            producers.push(Arc::new(PooledProducer {
-                producer,
-                users: AtomicUsize::new(0),
-            }));
+            producers.push(Arc::new(Self::create(config, &index.to_string(), &budget)?));
         }
         Ok(Self {
             name: name.to_string(),
+            config: config.clone(),
             producers,
+            limited: Mutex::new(BTreeMap::new()),
             budget,
         })
+    }
+
+    fn create(
+        config: &ClientConfig,
+        suffix: &str,
+        budget: &Arc<InFlightBudget>,
+    ) -> Result<PooledProducer, KafkaError> {
+        let mut config = config.clone();
+        let client_id = format!(
+            "{}-{suffix}",
+            config.get("client.id").unwrap_or("aqueduct-producer")
+        );
+        config.set("client.id", client_id.clone());
+        let producer: MirrorProducer = config.create_with_context(MirrorContext {
+            budget: Arc::clone(budget),
+            name: client_id,
+        })?;
+        Ok(PooledProducer {
+            producer,
+            users: AtomicUsize::new(0),
+        })
+    }
+
+    /// The batch size of the pool's producers.
+    pub fn batch_size(&self) -> u64 {
+        self.config
+            .get("batch.size")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_BATCH_SIZE)
+    }
+
+    /// A producer whose batches fit a destination topic that accepts at most `max_message_bytes`; `None`
+    /// when the pool's own producers already do.
+    pub fn lease_limited(
+        &self,
+        max_message_bytes: u32,
+    ) -> Result<Option<ProducerLease>, KafkaError> {
+        if max_message_bytes == 0
+            || u64::from(max_message_bytes) >= self.batch_size() + u64::from(BATCH_FRAMING)
+        {
+            return Ok(None);
+        }
+        let mut limited = self.limited.lock().expect("limited producers");
+        let pooled = match limited.get(&max_message_bytes) {
+            Some(pooled) => Arc::clone(pooled),
+            None => {
+                let mut config = self.config.clone();
+                let batch = max_message_bytes.saturating_sub(BATCH_FRAMING).max(1);
+                config.set("batch.size", batch.to_string());
+                let pooled = Arc::new(Self::create(
+                    &config,
+                    &format!("max{max_message_bytes}"),
+                    &self.budget,
+                )?);
+                info!(pool = %self.name, max_message_bytes, batch_size = batch, "producer for a destination topic with a smaller limit");
+                limited.insert(max_message_bytes, Arc::clone(&pooled));
+                pooled
+            }
+        };
+        pooled.users.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(ProducerLease { pooled }))
+    }
+
+    /// Every producer of the pool, the limited ones included.
+    fn all(&self) -> Vec<Arc<PooledProducer>> {
+        let mut all = self.producers.clone();
+        all.extend(
+            self.limited
+                .lock()
+                .expect("limited producers")
+                .values()
+                .cloned(),
+        );
+        all
     }
 
     /// The in-flight budget of the tasks writing through this pool.
@@ -187,7 +264,7 @@ impl ProducerPool {
 
     /// Records queued in the pool's producers and not yet acknowledged.
     pub fn queued(&self) -> i32 {
-        self.producers
+        self.all()
             .iter()
             .map(|p| p.producer.in_flight_count())
             .sum()
@@ -195,7 +272,7 @@ impl ProducerPool {
 
     /// Waits until every queued record is acknowledged or failed.
     pub fn flush(&self, timeout: Duration) {
-        for pooled in &self.producers {
+        for pooled in &self.all() {
             if let Err(error) = pooled.producer.flush(timeout) {
                 warn!(pool = %self.name, %error, "flush did not complete");
             }
@@ -205,7 +282,7 @@ impl ProducerPool {
     /// Drops every record the pool's producers hold, queued or in flight: each is reported as failed (and
     /// its partition rewound by its task), so nothing the node sent before it was fenced arrives later.
     pub fn purge(&self) {
-        for pooled in &self.producers {
+        for pooled in &self.all() {
             pooled
                 .producer
                 .purge(PurgeConfig::default().queue().inflight());

@@ -2,7 +2,7 @@
 //! topics, and the tasks that copy the records.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -312,6 +312,16 @@ impl Discovery {
             }
             Some(count) => count,
         };
+        let known_limit = self
+            .routes
+            .get(&destination)
+            .map_or(0, |route| route.max_message_bytes());
+        let limit = if known_limit > 0 {
+            known_limit
+        } else {
+            // Batches must fit the destination topic's limit: learn it before the first record goes.
+            self.destination_max_message_bytes(&destination)?
+        };
         let route = self
             .routes
             .entry(destination.clone())
@@ -319,13 +329,34 @@ impl Discovery {
                 Arc::new(Route {
                     destination_topic: destination,
                     destination_partitions: AtomicI32::new(count),
+                    max_message_bytes: AtomicU32::new(limit),
                 })
             })
             .clone();
         route
             .destination_partitions
             .fetch_max(count, Ordering::Relaxed);
+        route.max_message_bytes.store(limit, Ordering::Relaxed);
         Ok(route)
+    }
+
+    /// The destination topic's `max.message.bytes` (the broker's `message.max.bytes` when the topic has no
+    /// value of its own: the describe answer gives the value in force).
+    fn destination_max_message_bytes(&self, topic: &str) -> Result<u32, String> {
+        let configs = block_on(self.destination_admin.describe_configs(
+            [&ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT)),
+        ))
+        .map_err(|e| format!("cannot read configs of destination topic {topic}: {e}"))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("no configs returned for destination topic {topic}"))?
+        .map_err(|e| format!("cannot read configs of destination topic {topic}: {e}"))?;
+        configs
+            .get("max.message.bytes")
+            .and_then(|entry| entry.value.as_deref())
+            .and_then(|value| value.parse::<u32>().ok())
+            .ok_or_else(|| format!("destination topic {topic} reports no max.message.bytes"))
     }
 
     fn destination_partitions(&self, topic: &str) -> Result<Option<i32>, EngineError> {
@@ -465,7 +496,7 @@ impl Discovery {
                 source_cluster: source_cluster.clone(),
                 stream: Arc::clone(stream),
                 consumer,
-                producer: self.context.pool.lease(),
+                pool: Arc::clone(&self.context.pool),
                 budget: Arc::clone(&self.context.budget),
                 lease: Arc::clone(&self.context.lease),
                 commit_interval: Duration::from_millis(self.context.node.commit_interval_ms),

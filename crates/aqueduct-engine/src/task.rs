@@ -27,7 +27,7 @@ use tracing::{debug, error, info, warn};
 use crate::budget::InFlightBudget;
 use crate::lease::Lease;
 use crate::partition::{DeliveryFailure, FailureInbox, PartitionState, Route, Unresolved};
-use crate::producer::{Delivery, ProducerLease};
+use crate::producer::{Delivery, ProducerLease, ProducerPool};
 use crate::status::{PartitionHealth, PartitionStatus, TaskStatus};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,7 +162,8 @@ pub struct TaskSpec {
     pub source_cluster: String,
     pub stream: Arc<DatastreamConfig>,
     pub consumer: TaskConsumer,
-    pub producer: ProducerLease,
+    /// The pool the task's producers come from.
+    pub pool: Arc<ProducerPool>,
     pub budget: Arc<InFlightBudget>,
     pub lease: Arc<Lease>,
     pub commit_interval: Duration,
@@ -182,7 +183,9 @@ pub fn spawn(spec: TaskSpec) -> std::io::Result<TaskHandle> {
         id: spec.id,
         stream: spec.stream,
         consumer: spec.consumer,
-        producer: spec.producer,
+        producer: spec.pool.lease(),
+        limited: Vec::new(),
+        pool: spec.pool,
         budget: spec.budget,
         lease: spec.lease,
         fenced: false,
@@ -218,6 +221,9 @@ struct MirrorTask {
     stream: Arc<DatastreamConfig>,
     consumer: TaskConsumer,
     producer: ProducerLease,
+    /// Producers for destination topics whose `max.message.bytes` is below the pool's batch size, by limit.
+    limited: Vec<(u32, ProducerLease)>,
+    pool: Arc<ProducerPool>,
     budget: Arc<InFlightBudget>,
     lease: Arc<Lease>,
     /// The node's lease ran out: no record is forwarded until it is renewed.
@@ -307,7 +313,7 @@ impl MirrorTask {
             if fenced {
                 warn!(task = %self.id, "the node's lease ran out; forwarding stops until it is renewed, records not yet delivered are dropped and sent again later");
                 // Whatever waits in the producer could land after the tasks' next owner started.
-                self.producer.purge();
+                self.purge_producers();
             } else {
                 info!(task = %self.id, "lease renewed; forwarding again");
             }
@@ -325,6 +331,40 @@ impl MirrorTask {
         }
         if self.last_commit.elapsed() >= self.commit_interval {
             self.commit(CommitMode::Async);
+        }
+    }
+
+    fn purge_producers(&self) {
+        self.producer.purge();
+        for (_, producer) in &self.limited {
+            producer.purge();
+        }
+    }
+
+    /// The producer whose batches fit a destination topic that accepts at most `limit` bytes.
+    fn producer_for(&self, limit: u32) -> &ProducerLease {
+        self.limited
+            .iter()
+            .find(|(l, _)| *l == limit)
+            .map_or(&self.producer, |(_, producer)| producer)
+    }
+
+    /// Makes sure a producer whose batches fit `route` exists; false if it cannot be made now.
+    fn prepare_producer(&mut self, route: &Route) -> bool {
+        let limit = route.max_message_bytes();
+        if self.limited.iter().any(|(l, _)| *l == limit) {
+            return true;
+        }
+        match self.pool.lease_limited(limit) {
+            Ok(Some(producer)) => {
+                self.limited.push((limit, producer));
+                true
+            }
+            Ok(None) => true,
+            Err(error) => {
+                warn!(task = %self.id, topic = %route.destination_topic, %error, "cannot create a producer for the topic's max.message.bytes");
+                false
+            }
         }
     }
 
@@ -359,8 +399,25 @@ impl MirrorTask {
             }
             owned
         });
-        let cost = InFlightBudget::cost(bytes);
         let route = Arc::clone(&state.route);
+        let limit = route.max_message_bytes();
+        if limit > 0 && bytes > limit as usize {
+            // It cannot fit the destination topic in any batch: stop here rather than send it.
+            let reason = format!(
+                "destination cannot take offset {offset} for good: the record is {bytes} bytes, over the destination topic's max.message.bytes {limit}"
+            );
+            error!(task = %self.id, topic = %state.topic, partition = state.partition, %reason, "partition paused");
+            state.set_health(PartitionHealth::Paused(reason));
+            state.rewind(state.committable());
+            if let Err(error) =
+                self.consumer
+                    .pause(&tpl(&state.topic, state.partition, Offset::Invalid))
+            {
+                warn!(task = %self.id, %error, "pause failed");
+            }
+            return None;
+        }
+        let cost = InFlightBudget::cost(bytes);
         state.metrics.records_consumed.inc();
         state.metrics.bytes_consumed.inc_by(bytes as u64);
         let timestamp = message.timestamp().to_millis();
@@ -397,8 +454,9 @@ impl MirrorTask {
         state.sent(offset);
         state.handed();
         self.budget.take(cost);
+        let producer = self.producer_for(limit).producer();
         loop {
-            match self.producer.producer().send(record) {
+            match producer.send(record) {
                 Ok(()) => return None,
                 Err((error, returned))
                     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
@@ -419,6 +477,7 @@ impl MirrorTask {
                         generation: state.generation(),
                         partition: state,
                         offset,
+                        bytes: bytes as u64,
                         error,
                     });
                 }
@@ -435,8 +494,23 @@ impl MirrorTask {
         }
         let tp = tpl(&state.topic, state.partition, Offset::Invalid);
         if is_permanent(&failure.error) {
+            let limit = state.route.max_message_bytes();
+            let size = if matches!(
+                failure.error.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge
+                )
+            ) && limit > 0
+            {
+                format!(
+                    " (the record is {} bytes; the destination topic's max.message.bytes is {limit})",
+                    failure.bytes
+                )
+            } else {
+                String::new()
+            };
             let reason = format!(
-                "destination rejected offset {} for good: {}",
+                "destination rejected offset {} for good: {}{size}",
                 failure.offset, failure.error
             );
             error!(task = %self.id, topic = %state.topic, partition = state.partition, %reason, "partition paused");
@@ -583,6 +657,10 @@ impl MirrorTask {
             if self.partition(&p.topic, p.partition).is_some() {
                 continue;
             }
+            if !self.prepare_producer(&p.route) {
+                later.push(p);
+                continue;
+            }
             let committed_offset = committed
                 .find_partition(&p.topic, p.partition)
                 .and_then(|e| match e.offset() {
@@ -697,7 +775,7 @@ impl MirrorTask {
     fn drain_and_commit(&mut self) {
         let _ = self.consumer.unassign();
         if !self.lease.is_valid() {
-            self.producer.purge();
+            self.purge_producers();
         }
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         loop {

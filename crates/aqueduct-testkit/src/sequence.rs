@@ -31,9 +31,35 @@ pub fn parse_sequence_value(value: &[u8]) -> Option<(i32, u64)> {
     Some((partition.parse().ok()?, seq.parse().ok()?))
 }
 
-/// Writes sequence records with `acks=all` and an idempotent producer.
+/// Delivery reports of a [`SequenceProducer`]: per partition, the lowest sequence that failed.
+#[derive(Default)]
+pub struct SequenceContext {
+    failed: std::sync::Mutex<HashMap<i32, (u64, String)>>,
+}
+
+impl rdkafka::ClientContext for SequenceContext {}
+
+impl rdkafka::producer::ProducerContext for SequenceContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, seq: usize) {
+        if let Err((error, message)) = result {
+            let mut failed = self.failed.lock().expect("failed sequences");
+            let entry = failed
+                .entry(message.partition())
+                .or_insert((seq as u64, error.to_string()));
+            if (seq as u64) < entry.0 {
+                *entry = (seq as u64, error.to_string());
+            }
+        }
+    }
+}
+
+/// Writes sequence records with `acks=all` and an idempotent producer. A record counts as written only
+/// once the source acknowledged it: [`SequenceProducer::written_per_partition`] stops at the first record
+/// of a partition that failed.
 pub struct SequenceProducer {
-    producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    producer: ThreadedProducer<SequenceContext>,
     topic: String,
     partitions: i32,
     next: Vec<u64>,
@@ -42,14 +68,30 @@ pub struct SequenceProducer {
 
 impl SequenceProducer {
     pub fn new(bootstrap: &str, topic: &str, partitions: i32, size: usize) -> Result<Self> {
-        let producer = ClientConfig::new()
+        Self::with_properties(bootstrap, topic, partitions, size, &[])
+    }
+
+    /// Like `new`, with extra producer properties (for example a `batch.size` that fits the topic).
+    pub fn with_properties(
+        bootstrap: &str,
+        topic: &str,
+        partitions: i32,
+        size: usize,
+        properties: &[(&str, &str)],
+    ) -> Result<Self> {
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", bootstrap)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("queue.buffering.max.kbytes", "262144")
-            .set("log_level", "3")
-            .create()
+            .set("log_level", "3");
+        for (key, value) in properties {
+            config.set(*key, *value);
+        }
+        let producer = config
+            .create_with_context(SequenceContext::default())
             .context("create sequence producer")?;
         Ok(Self {
             producer,
@@ -67,7 +109,8 @@ impl SequenceProducer {
         Ok(producer)
     }
 
-    /// Writes `per_partition` more records to every partition and waits until all are acknowledged.
+    /// Writes `per_partition` more records to every partition and waits until all are acknowledged; fails
+    /// if any record was not.
     pub fn produce(&mut self, per_partition: u64) -> Result<()> {
         for _ in 0..per_partition {
             for partition in 0..self.partitions {
@@ -75,10 +118,11 @@ impl SequenceProducer {
                 let value = sequence_value(partition, seq, self.size);
                 let key = format!("k{partition}-{seq}");
                 loop {
-                    let record = BaseRecord::<_, _>::to(&self.topic)
-                        .partition(partition)
-                        .key(key.as_bytes())
-                        .payload(&value);
+                    let record =
+                        BaseRecord::<_, _, usize>::with_opaque_to(&self.topic, seq as usize)
+                            .partition(partition)
+                            .key(key.as_bytes())
+                            .payload(&value);
                     match self.producer.send(record) {
                         Ok(()) => break,
                         Err((err, _))
@@ -96,12 +140,39 @@ impl SequenceProducer {
         self.producer
             .flush(Duration::from_secs(120))
             .context("flush sequence producer")?;
+        let failed = self
+            .producer
+            .context()
+            .failed
+            .lock()
+            .expect("failed sequences");
+        if let Some((partition, (seq, error))) = failed.iter().min_by_key(|(p, _)| **p) {
+            bail!(
+                "{} partition(s) of {} lost records at the source, first in partition {partition} at sequence {seq}: {error}",
+                failed.len(),
+                self.topic
+            );
+        }
         Ok(())
     }
 
-    /// Number of records written per partition so far.
-    pub fn written_per_partition(&self) -> &[u64] {
-        &self.next
+    /// Per partition, the records written and acknowledged without a gap: up to the first that failed.
+    pub fn written_per_partition(&self) -> Vec<u64> {
+        let failed = self
+            .producer
+            .context()
+            .failed
+            .lock()
+            .expect("failed sequences");
+        self.next
+            .iter()
+            .enumerate()
+            .map(|(partition, next)| {
+                failed
+                    .get(&(partition as i32))
+                    .map_or(*next, |(seq, _)| (*seq).min(*next))
+            })
+            .collect()
     }
 }
 
@@ -389,7 +460,7 @@ impl SequenceLoad {
                         }
                         std::thread::sleep(pause);
                     }
-                    producer.written_per_partition().to_vec()
+                    producer.written_per_partition()
                 })
             })
             .collect();
