@@ -25,6 +25,11 @@ struct Node {
 }
 
 fn start_node(cluster: &str, zookeeper: &str, instance: &str) -> Node {
+    start_node_with(cluster, zookeeper, instance, "")
+}
+
+/// Like `start_node`, with `extra` appended to the config file.
+fn start_node_with(cluster: &str, zookeeper: &str, instance: &str, extra: &str) -> Node {
     let pair = pair();
     let port = free_port();
     let config = format!(
@@ -48,6 +53,7 @@ listen = "127.0.0.1:{port}"
 bootstrap_servers = "{source}"
 [clusters.destination]
 bootstrap_servers = "{destination}"
+{extra}
 "#,
         source = pair.source.bootstrap(),
         destination = pair.destination.bootstrap(),
@@ -731,4 +737,121 @@ bootstrap_servers = "{destination}"
     assert_eq!(code, 0);
     assert!(out.contains("deleted"), "{out}");
     assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn a_stopped_partition_or_an_unreachable_source_is_an_error_in_the_status_metrics_and_readyz() {
+    let zookeeper = ZooKeeper::start().unwrap();
+    let cluster = random_name("stopped");
+    // A source cluster at an address nothing listens on.
+    let dead = format!(
+        "[clusters.dead]\nbootstrap_servers = \"127.0.0.1:{}\"\n",
+        free_port()
+    );
+    let node = start_node_with(&cluster, &zookeeper.connect_string(), "a", &dead);
+    let definition = json!({
+        "name": "from-dead",
+        "destination": "destination",
+        "topic_refresh_interval_secs": 2,
+        "sources": [{"cluster": "dead", "topics": ["orders"]}],
+    });
+    let (status, body) = call(
+        &node,
+        "POST",
+        "/v1/datastreams",
+        Some(&definition.to_string()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let took = wait(
+        "the stream says its source is unreachable",
+        Duration::from_secs(60),
+        || {
+            let (_, body) = call(&node, "GET", "/v1/datastreams/from-dead?lag=false", None);
+            body["status"]["state"] == "error"
+                && body["status"]["errors"].as_array().is_some_and(|errors| {
+                    errors.iter().any(|e| {
+                        e.as_str().is_some_and(|e| {
+                            e.starts_with("source cluster dead unreachable since 20")
+                        })
+                    })
+                })
+        },
+    );
+    eprintln!("unreachable source reported after {took:?}");
+    let (status, ready) = call(&node, "GET", "/readyz", None);
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["problems"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p
+                .as_str()
+                .is_some_and(|p| p.contains("from-dead") && p.contains("dead unreachable")))),
+        "{ready}"
+    );
+    let metrics = ureq::get(&format!("{}/metrics", node.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"aqueduct_cluster_unreachable_seconds{cluster="dead",datastream="from-dead"}"#
+        ),
+        "{metrics}"
+    );
+    // Gone with the stream.
+    assert_eq!(
+        call(&node, "DELETE", "/v1/datastreams/from-dead", None).0,
+        204
+    );
+    wait("ready again", Duration::from_secs(30), || {
+        call(&node, "GET", "/readyz", None).0 == 200
+    });
+
+    // A partition stopped by Aqueduct: the destination topic accepts at most 10 KB, a record is 50 KB.
+    let topic = format!("{cluster}.big");
+    create_topic(&pair().source.bootstrap(), &topic, 2, &[]).unwrap();
+    create_topic(
+        &pair().destination.bootstrap(),
+        &topic,
+        2,
+        &[("max.message.bytes", "10000")],
+    )
+    .unwrap();
+    let definition = json!({
+        "name": "big",
+        "destination": "destination",
+        "topic_refresh_interval_secs": 2,
+        "sources": [{"cluster": "source", "topics": [topic]}],
+    });
+    let (status, body) = call(
+        &node,
+        "POST",
+        "/v1/datastreams",
+        Some(&definition.to_string()),
+    );
+    assert_eq!(status, 201, "{body}");
+    wait("running", Duration::from_secs(30), || {
+        state_of(&node, "big") == "running"
+    });
+    let mut producer =
+        SequenceProducer::new(&pair().source.bootstrap(), &topic, 2, 50_000).unwrap();
+    producer.produce(1).unwrap();
+    wait("the stream is in error", Duration::from_secs(60), || {
+        state_of(&node, "big") == "error"
+    });
+    let (_, body) = call(&node, "GET", "/v1/datastreams/big?lag=false", None);
+    let stopped = body["status"]["auto_paused_partitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(stopped.len(), 2, "{body}");
+    let (status, ready) = call(&node, "GET", "/readyz", None);
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["problems"]
+            .to_string()
+            .contains("max.message.bytes 10000"),
+        "{ready}"
+    );
 }

@@ -157,18 +157,23 @@ pub struct TaskView {
 /// A stream's state and tasks.
 #[derive(Debug, Serialize)]
 pub struct StreamStatus {
-    /// `initializing`, `running`, `paused` or `error`.
+    /// `initializing`, `running`, `paused` or `error`: `error` when a task failed, a partition was stopped
+    /// by Aqueduct, or the stream cannot do its work (a source cluster it cannot reach, a destination topic
+    /// it cannot create); `errors` and `auto_paused_partitions` say why.
     pub state: String,
     pub tasks: Vec<TaskView>,
     /// Partitions paused by hand.
     pub paused_partitions: BTreeMap<String, PartitionSet>,
     /// Partitions stopped by Aqueduct, with the reason (`topic-partition: reason`).
     pub auto_paused_partitions: Vec<String>,
+    /// Problems of the stream as a whole, as its nodes report them.
+    pub errors: Vec<String>,
 }
 
 fn stream_status(stream: &DatastreamConfig, view: Option<&ClusterView>) -> StreamStatus {
     let mut tasks = Vec::new();
     let mut problems = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     if let Some(view) = view {
         for (node, report) in view.tasks_of(&stream.name) {
             let (state, reason) = match &report.state {
@@ -177,6 +182,11 @@ fn stream_status(stream: &DatastreamConfig, view: Option<&ClusterView>) -> Strea
                 TaskState::Error(reason) => ("error", Some(reason.clone())),
             };
             problems.extend(report.problems.iter().cloned());
+            for error in &report.errors {
+                if !errors.contains(error) {
+                    errors.push(error.clone());
+                }
+            }
             tasks.push(TaskView {
                 index: report.task.index,
                 count: report.task.count,
@@ -204,7 +214,8 @@ fn stream_status(stream: &DatastreamConfig, view: Option<&ClusterView>) -> Strea
     let running = tasks.iter().filter(|t| t.state == "running").count();
     let state = if stream.paused {
         "paused"
-    } else if tasks.iter().any(|t| t.state == "error") {
+    } else if tasks.iter().any(|t| t.state == "error") || !problems.is_empty() || !errors.is_empty()
+    {
         "error"
     } else if expected.is_some_and(|n| n as usize == running) {
         "running"
@@ -216,6 +227,7 @@ fn stream_status(stream: &DatastreamConfig, view: Option<&ClusterView>) -> Strea
         tasks,
         paused_partitions: stream.paused_partitions.clone(),
         auto_paused_partitions: problems,
+        errors,
     }
 }
 
@@ -273,17 +285,38 @@ pub async fn healthz() -> Json<Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
+/// Ready: connected to coordination, every assigned task started, and nothing this node runs is stopped
+/// (a partition stopped by Aqueduct, a cluster a stream cannot reach); `problems` says what is not.
 pub async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     let connected = state.node.view.connected();
     let started = *state.node.ready.borrow();
-    let status = if connected && started {
+    let problems: Vec<String> = state
+        .node
+        .engine
+        .status()
+        .streams
+        .iter()
+        .flat_map(|stream| {
+            stream
+                .problems()
+                .into_iter()
+                .map(move |problem| format!("datastream {}: {problem}", stream.name))
+        })
+        .collect();
+    let ready = connected && started && problems.is_empty();
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(serde_json::json!({"ready": connected && started, "connected": connected, "tasks_started": started})),
+        Json(serde_json::json!({
+            "ready": ready,
+            "connected": connected,
+            "tasks_started": started,
+            "problems": problems,
+        })),
     )
         .into_response()
 }

@@ -239,12 +239,17 @@ impl Agent {
                         )),
                 }
             }
+            let errors = status
+                .stream(&task.stream)
+                .map(|s| s.stream_errors())
+                .unwrap_or_default();
             reports.push(TaskReport {
                 task: task.clone(),
                 state: TaskState::Running,
                 partitions: total,
                 unhealthy_partitions: problems.len(),
                 problems,
+                errors,
             });
         }
         for (task, state) in &self.held {
@@ -254,6 +259,7 @@ impl Agent {
                 partitions: 0,
                 unhealthy_partitions: 0,
                 problems: Vec::new(),
+                errors: Vec::new(),
             });
         }
         reports.sort_by(|a, b| a.task.cmp(&b.task));

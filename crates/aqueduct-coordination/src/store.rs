@@ -72,6 +72,10 @@ pub struct TaskReport {
     /// Why, one line per stopped partition (`topic-partition: reason`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Problems of the task's datastream as a whole on this node (a source cluster it cannot reach, a
+    /// destination topic it cannot create).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// What an instance reports under `instances/<name>/status`.

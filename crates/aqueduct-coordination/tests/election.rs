@@ -17,6 +17,16 @@ fn member(zk: &ZooKeeper, cluster: &str, instance: &str) -> Member {
     })
 }
 
+/// Waits until `member` is registered (it has a live-instance node), so a member started after it
+/// registers behind it.
+async fn registered(member: &Member) {
+    let mut sessions = member.watch_session();
+    tokio::time::timeout(Duration::from_secs(30), sessions.wait_for(Option::is_some))
+        .await
+        .expect("registered within 30 s")
+        .expect("member running");
+}
+
 /// Waits until the members agree: exactly one leader, every other member follows it by name.
 async fn settled(members: &[(&str, &Member)], timeout: Duration) -> Result<String, String> {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -50,7 +60,7 @@ async fn settled(members: &[(&str, &Member)], timeout: Duration) -> Result<Strin
 async fn exactly_one_leader_and_a_successor_when_it_leaves() {
     let zk = ZooKeeper::start().unwrap();
     let a = member(&zk, "leave", "a");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    registered(&a).await;
     let b = member(&zk, "leave", "b");
     let c = member(&zk, "leave", "c");
     let leader = settled(&[("a", &a), ("b", &b), ("c", &c)], Duration::from_secs(10))
@@ -76,7 +86,7 @@ async fn exactly_one_leader_and_a_successor_when_it_leaves() {
 async fn an_expired_leader_rejoins_by_itself_and_one_leader_remains() {
     let zk = ZooKeeper::start().unwrap();
     let a = member(&zk, "expire", "a");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    registered(&a).await;
     let b = member(&zk, "expire", "b");
     let c = member(&zk, "expire", "c");
     let leader = settled(&[("a", &a), ("b", &b), ("c", &c)], Duration::from_secs(10))
@@ -126,7 +136,7 @@ async fn an_expired_leader_rejoins_by_itself_and_one_leader_remains() {
 async fn a_zookeeper_restart_keeps_sessions_and_the_leader() {
     let mut zk = ZooKeeper::start().unwrap();
     let a = member(&zk, "restart", "a");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    registered(&a).await;
     let b = member(&zk, "restart", "b");
     let leader = settled(&[("a", &a), ("b", &b)], Duration::from_secs(10))
         .await
@@ -163,7 +173,7 @@ async fn a_former_leader_cannot_write_an_assignment() {
 
     let zk = ZooKeeper::start().unwrap();
     let a = member(&zk, "guard", "a");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    registered(&a).await;
     let b = member(&zk, "guard", "b");
     assert_eq!(
         settled(&[("a", &a), ("b", &b)], Duration::from_secs(10)).await,

@@ -234,6 +234,18 @@ impl Engine {
                             merged.errors.push(error);
                         }
                     }
+                    for cluster in status.unreachable {
+                        match merged
+                            .unreachable
+                            .iter_mut()
+                            .find(|c| c.cluster == cluster.cluster)
+                        {
+                            Some(known) => {
+                                known.since_unix_ms = known.since_unix_ms.min(cluster.since_unix_ms)
+                            }
+                            None => merged.unreachable.push(cluster),
+                        }
+                    }
                 }
                 None => streams.push(status),
             }

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub partition_lag: IntGaugeVec,
     pub paused_partitions: IntGaugeVec,
+    pub unreachable_clusters: IntGaugeVec,
     pub in_flight_bytes: IntGauge,
     pub max_in_flight_bytes: IntGauge,
     pub backpressure_waits: IntCounter,
@@ -58,6 +59,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("aqueduct_stream_retries_total", "counter", "Partition rewinds after a transient delivery failure, per datastream."),
     ("aqueduct_partition_lag_records", "gauge", "Source end offset minus committed offset, per datastream, topic and partition (folded per datastream when partition labels are off)."),
     ("aqueduct_partition_paused_partitions", "gauge", "Partitions stopped by Aqueduct, per datastream and reason (rejected, out-of-range)."),
+    ("aqueduct_cluster_unreachable_seconds", "gauge", "Seconds since a datastream last reached a source cluster, per datastream and cluster; present only while the cluster cannot be reached."),
     ("aqueduct_node_in_flight_bytes", "gauge", "Bytes handed to producers and not yet acknowledged."),
     ("aqueduct_node_max_in_flight_bytes", "gauge", "The node's in-flight cap."),
     ("aqueduct_node_backpressure_waits_total", "counter", "Times tasks waited because the in-flight cap was reached."),
@@ -175,6 +177,11 @@ impl Metrics {
                 "aqueduct_partition_paused_partitions",
                 &["datastream", "reason"],
             ),
+            unreachable_clusters: gauge_vec(
+                &r,
+                "aqueduct_cluster_unreachable_seconds",
+                &["datastream", "cluster"],
+            ),
             in_flight_bytes: gauge(&r, "aqueduct_node_in_flight_bytes"),
             max_in_flight_bytes: gauge(&r, "aqueduct_node_max_in_flight_bytes"),
             backpressure_waits: counter(&r, "aqueduct_node_backpressure_waits_total"),
@@ -212,8 +219,17 @@ impl Metrics {
             .inc_by(status.backpressure_waits.saturating_sub(seen));
         self.partition_lag.reset();
         self.paused_partitions.reset();
+        self.unreachable_clusters.reset();
         let per_partition = self.partition_labels.load(Ordering::Relaxed);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         for stream in &status.streams {
+            for cluster in &stream.unreachable {
+                self.unreachable_clusters
+                    .with_label_values(&[stream.name.as_str(), cluster.cluster.as_str()])
+                    .set((now_ms.saturating_sub(cluster.since_unix_ms) / 1000) as i64);
+            }
             let mut folded = 0;
             for partition in stream.partitions() {
                 let reason = match partition.health {
@@ -305,6 +321,11 @@ mod tests {
                     ],
                 }],
                 errors: Vec::new(),
+                unreachable: vec![crate::status::UnreachableCluster {
+                    cluster: "far".to_string(),
+                    since_unix_ms: 0,
+                    error: "down".to_string(),
+                }],
             }],
             in_flight_bytes: 0,
             max_in_flight_bytes: 1,
@@ -325,6 +346,12 @@ mod tests {
         assert!(
             text.contains(
                 r#"aqueduct_partition_paused_partitions{datastream="s",reason="rejected"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"aqueduct_cluster_unreachable_seconds{cluster="far",datastream="s"} 1"#
             ),
             "{text}"
         );

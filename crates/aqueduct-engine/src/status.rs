@@ -41,14 +41,27 @@ pub struct TaskStatus {
     pub partitions: Vec<PartitionStatus>,
 }
 
+/// A cluster a stream cannot reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnreachableCluster {
+    pub cluster: String,
+    /// When the first failed attempt in a row began (milliseconds since the Unix epoch).
+    pub since_unix_ms: u64,
+    /// The last error.
+    pub error: String,
+}
+
 /// One datastream on this node.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamStatus {
     pub name: String,
     pub paused: bool,
     pub tasks: Vec<TaskStatus>,
-    /// Problems of the stream as a whole (for example a destination topic that cannot be created).
+    /// Problems of the stream as a whole (for example a destination topic that cannot be created, or a
+    /// source cluster that cannot be reached).
     pub errors: Vec<String>,
+    /// Source clusters the stream cannot reach now.
+    pub unreachable: Vec<UnreachableCluster>,
 }
 
 impl StreamStatus {
@@ -59,6 +72,36 @@ impl StreamStatus {
 
     pub fn records_acked(&self) -> u64 {
         self.partitions().map(|p| p.records_acked).sum()
+    }
+
+    /// Why the stream does not copy everything it should, one line each: stopped partitions
+    /// (`topic-partition: reason`) and the stream's own errors.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self
+            .partitions()
+            .filter_map(|p| match &p.health {
+                PartitionHealth::Running => None,
+                PartitionHealth::Paused(reason) | PartitionHealth::Error(reason) => {
+                    Some(format!("{}-{}: {reason}", p.topic, p.partition))
+                }
+            })
+            .collect();
+        problems.extend(self.stream_errors());
+        problems
+    }
+
+    /// Problems of the stream as a whole: its errors and the clusters it cannot reach (with since when).
+    pub fn stream_errors(&self) -> Vec<String> {
+        let mut errors = self.errors.clone();
+        errors.extend(self.unreachable.iter().map(|c| {
+            format!(
+                "source cluster {} unreachable since {}: {}",
+                c.cluster,
+                aqueduct_model::time::rfc3339_utc(c.since_unix_ms),
+                c.error
+            )
+        }));
+        errors
     }
 }
 

@@ -25,7 +25,7 @@ use crate::client::{admin_config, consumer_config};
 use crate::lease::Lease;
 use crate::partition::{Route, Unresolved};
 use crate::producer::ProducerPool;
-use crate::status::StreamStatus;
+use crate::status::{StreamStatus, UnreachableCluster};
 use crate::task::{self, NewPartition, TaskHandle, TaskSpec};
 use crate::EngineError;
 
@@ -49,6 +49,7 @@ pub struct StreamContext {
 struct StreamShared {
     tasks: Mutex<BTreeMap<String, TaskHandle>>,
     errors: Mutex<Vec<String>>,
+    unreachable: Mutex<Vec<UnreachableCluster>>,
 }
 
 /// A running datastream.
@@ -103,6 +104,12 @@ impl StreamRunner {
                 .map(TaskHandle::status)
                 .collect(),
             errors: self.shared.errors.lock().expect("stream errors").clone(),
+            unreachable: self
+                .shared
+                .unreachable
+                .lock()
+                .expect("stream unreachable")
+                .clone(),
         }
     }
 
@@ -156,6 +163,8 @@ struct Discovery {
     destination_admin: AdminClient<DefaultClientContext>,
     routes: HashMap<String, Arc<Route>>,
     known: HashSet<(usize, String, i32)>,
+    /// Source clusters whose topics could not be listed, with the start of the failures and the last error.
+    unreachable: BTreeMap<String, UnreachableCluster>,
 }
 
 impl Discovery {
@@ -188,6 +197,7 @@ impl Discovery {
             sources,
             routes: HashMap::new(),
             known: HashSet::new(),
+            unreachable: BTreeMap::new(),
         })
     }
 
@@ -196,6 +206,8 @@ impl Discovery {
         while !stop.load(Ordering::Acquire) {
             let errors = self.discover();
             *self.shared.errors.lock().expect("stream errors") = errors;
+            *self.shared.unreachable.lock().expect("stream unreachable") =
+                self.unreachable.values().cloned().collect();
             let next = Instant::now() + interval;
             while Instant::now() < next && !stop.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(100));
@@ -209,13 +221,28 @@ impl Discovery {
         let mut errors = Vec::new();
         for index in 0..self.sources.len() {
             let topics = match self.list_source_topics(index) {
-                Ok(topics) => topics,
+                Ok(topics) => {
+                    if let Some(gone) = self.unreachable.remove(&self.sources[index].cluster) {
+                        info!(stream = %self.context.stream.name, cluster = %gone.cluster, "source cluster reachable again");
+                    }
+                    topics
+                }
                 Err(error) => {
-                    let cluster = &self.sources[index].cluster;
-                    warn!(stream = %self.context.stream.name, %cluster, %error, "cannot list source topics");
-                    errors.push(format!(
-                        "cannot list topics of source cluster {cluster}: {error}"
-                    ));
+                    let cluster = self.sources[index].cluster.clone();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    let entry = self.unreachable.entry(cluster.clone()).or_insert_with(|| {
+                        UnreachableCluster {
+                            cluster: cluster.clone(),
+                            since_unix_ms: now,
+                            error: String::new(),
+                        }
+                    });
+                    entry.error = error.to_string();
+                    let seconds = now.saturating_sub(entry.since_unix_ms) / 1000;
+                    // Reported through `unreachable` (the status lists it among the stream's problems).
+                    warn!(stream = %self.context.stream.name, %cluster, %error, seconds, "cannot reach the source cluster");
                     continue;
                 }
             };

@@ -7,6 +7,7 @@ pub mod naming;
 pub mod offsets;
 pub mod placement;
 pub mod start;
+pub mod time;
 
 /// A configuration that cannot be used; `key` names the setting at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
