@@ -540,3 +540,137 @@ topics = ["{topic}"]
     assert_eq!(copied.get(&0).map(Vec::len), Some(5));
     engine.shutdown();
 }
+
+/// The committed offsets of `group` for `topic`'s partitions 0..`partitions`, as the source cluster has them.
+fn committed_in_kafka(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<Option<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("log_level", "3")
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let committed = reader
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    (0..partitions)
+        .map(
+            |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(o)) => Some(o),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+#[test]
+fn a_commit_the_source_refuses_is_not_taken_for_committed() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let pair = pair();
+    let topic = random_name("commit-refused");
+    create_topic(&pair.source.bootstrap(), &topic, 1, &[]).unwrap();
+    let group = random_name("commit-refused-group");
+    let config = node_config(
+        &pair.source.bootstrap(),
+        &pair.destination.bootstrap(),
+        &format!(
+            r#"
+[[datastreams]]
+name = "commit-refused"
+destination = "destination"
+group_id = "{group}"
+[[datastreams.sources]]
+cluster = "source"
+topics = ["{topic}"]
+"#
+        ),
+    );
+    let engine = Engine::start(&config).unwrap();
+    let mut load = SequenceProducer::new(&pair.source.bootstrap(), &topic, 1, 100).unwrap();
+    load.produce(100).unwrap();
+    let committed = |engine: &Engine| {
+        engine
+            .status()
+            .stream("commit-refused")
+            .and_then(|s| s.partitions().next().and_then(|p| p.committed_offset))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || committed(&engine) == Some(100)),
+        "{:#?}",
+        engine.status()
+    );
+    // A consumer joins the stream's group as a member: the broker now refuses the stream's commits
+    // (they come from outside the group's generation).
+    let squatter: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", pair.source.bootstrap())
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("log_level", "3")
+        .create()
+        .unwrap();
+    squatter.subscribe(&[topic.as_str()]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let _ = squatter.poll(Duration::from_millis(100));
+            squatter.assignment().is_ok_and(|a| a.count() > 0)
+        }),
+        "the squatter joined the group"
+    );
+    load.produce(100).unwrap();
+    // The records are copied and acknowledged, but no commit lands: the status must not claim one, and
+    // the refusals are counted.
+    let refusals = || {
+        aqueduct_engine::metrics::metrics()
+            .commit_failures
+            .with_label_values(&["commit-refused"])
+            .get()
+    };
+    assert!(wait_until(Duration::from_secs(30), || {
+        let _ = squatter.poll(Duration::from_millis(100));
+        refusals() >= 2
+            && engine.status().stream("commit-refused").is_some_and(|s| {
+                s.partitions()
+                    .next()
+                    .is_some_and(|p| p.records_acked == 200)
+            })
+    }));
+    let in_kafka = committed_in_kafka(&pair.source.bootstrap(), &group, &topic, 1);
+    assert_eq!(
+        in_kafka,
+        vec![Some(100)],
+        "the squatter kept the stream from committing"
+    );
+    assert_eq!(
+        committed(&engine),
+        Some(100),
+        "the status shows a commit the source refused"
+    );
+    let metrics = aqueduct_engine::metrics::metrics().render(&engine.status());
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with(r#"aqueduct_stream_commit_failures_total{datastream="commit-refused"}"#)),
+        "{metrics}"
+    );
+    // The squatter leaves: the commit is retried and lands.
+    drop(squatter);
+    assert!(
+        wait_until(Duration::from_secs(60), || committed(&engine) == Some(200)),
+        "{:#?}",
+        engine.status()
+    );
+    assert_eq!(
+        committed_in_kafka(&pair.source.bootstrap(), &group, &topic, 1),
+        vec![Some(200)]
+    );
+    engine.shutdown();
+}

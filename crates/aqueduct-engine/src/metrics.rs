@@ -27,6 +27,8 @@ pub struct Metrics {
     pub replication_latency: HistogramVec,
     pub produce_errors: IntCounterVec,
     pub retries: IntCounterVec,
+    pub commit_failures: IntCounterVec,
+    pub commit_latency: HistogramVec,
     pub partition_lag: IntGaugeVec,
     pub paused_partitions: IntGaugeVec,
     pub unreachable_clusters: IntGaugeVec,
@@ -57,6 +59,8 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("aqueduct_stream_replication_latency_seconds", "histogram", "From the source record's timestamp to the destination's acknowledgement (one record in 16), per datastream."),
     ("aqueduct_producer_errors_total", "counter", "Failed deliveries, per datastream and librdkafka error code."),
     ("aqueduct_stream_retries_total", "counter", "Partition rewinds after a transient delivery failure, per datastream."),
+    ("aqueduct_stream_commit_failures_total", "counter", "Offset commits the source cluster refused or that could not be sent, per datastream (retried at the next interval)."),
+    ("aqueduct_stream_commit_latency_seconds", "histogram", "From sending an offset commit to the source cluster's answer, per datastream."),
     ("aqueduct_partition_lag_records", "gauge", "Source end offset minus committed offset, per datastream, topic and partition (folded per datastream when partition labels are off)."),
     ("aqueduct_partition_paused_partitions", "gauge", "Partitions stopped by Aqueduct, per datastream and reason (rejected, out-of-range)."),
     ("aqueduct_cluster_unreachable_seconds", "gauge", "Seconds since a datastream last reached a source cluster, per datastream and cluster; present only while the cluster cannot be reached."),
@@ -129,6 +133,19 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(latency.clone()))
             .expect("registered once");
+        let commit_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "aqueduct_stream_commit_latency_seconds",
+                help("aqueduct_stream_commit_latency_seconds"),
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+            ]),
+            &["datastream"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(commit_latency.clone()))
+            .expect("registered once");
         let rebalance = Histogram::with_opts(
             HistogramOpts::new(
                 "aqueduct_cluster_rebalance_duration_seconds",
@@ -167,6 +184,12 @@ impl Metrics {
                 &["datastream", "code"],
             ),
             retries: counter_vec(&r, "aqueduct_stream_retries_total", &["datastream"]),
+            commit_failures: counter_vec(
+                &r,
+                "aqueduct_stream_commit_failures_total",
+                &["datastream"],
+            ),
+            commit_latency,
             partition_lag: gauge_vec(
                 &r,
                 "aqueduct_partition_lag_records",

@@ -33,20 +33,53 @@ use crate::status::{PartitionHealth, PartitionStatus, TaskStatus};
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping task waits for its records in flight to be acknowledged before its last commit.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an asynchronous commit may stay unanswered before the next one is sent anyway.
+const COMMIT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Lags per (topic, partition), as the consumer's statistics last reported them.
 pub type Lags = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
-/// The context of a task's consumer: it keeps the lag librdkafka reports in its statistics.
+/// What the source cluster answered to one offset commit.
+#[derive(Debug)]
+pub struct CommitOutcome {
+    pub result: Result<(), KafkaError>,
+    /// (topic, partition, offset) of the commit.
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
+/// The context of a task's consumer: it keeps the lag librdkafka reports in its statistics and the
+/// answers to the task's offset commits (librdkafka reports nothing back for an asynchronous manual commit,
+/// so the task's committer thread commits synchronously and leaves the answer here).
 pub struct TaskConsumerContext {
     lags: Lags,
+    commits: Mutex<Vec<CommitOutcome>>,
 }
 
 impl TaskConsumerContext {
     pub fn new() -> Self {
         Self {
             lags: Arc::new(Mutex::new(HashMap::new())),
+            commits: Mutex::new(Vec::new()),
         }
+    }
+
+    fn take_commits(&self) -> Vec<CommitOutcome> {
+        std::mem::take(&mut *self.commits.lock().expect("commit outcomes"))
+    }
+
+    fn record_commit(&self, result: Result<(), KafkaError>, offsets: &TopicPartitionList) {
+        let offsets = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(offset) => Some((e.topic().to_string(), e.partition(), offset)),
+                _ => None,
+            })
+            .collect();
+        self.commits
+            .lock()
+            .expect("commit outcomes")
+            .push(CommitOutcome { result, offsets });
     }
 }
 
@@ -177,12 +210,28 @@ pub fn spawn(spec: TaskSpec) -> std::io::Result<TaskHandle> {
     let id = spec.id.clone();
     let source_cluster = spec.source_cluster.clone();
     let lags = Arc::clone(&spec.consumer.context().lags);
+    let consumer = Arc::new(spec.consumer);
+    // Commits go through a thread of their own: the task does not wait for the source's answer.
+    let (commit_requests, requests) = std::sync::mpsc::sync_channel::<TopicPartitionList>(1);
+    let committer = {
+        let consumer = Arc::clone(&consumer);
+        std::thread::Builder::new()
+            .name(format!("commit-{id}"))
+            .spawn(move || {
+                for offsets in requests {
+                    let result = consumer.commit(&offsets, CommitMode::Sync);
+                    consumer.context().record_commit(result, &offsets);
+                }
+            })?
+    };
     let metrics = Arc::new(crate::partition::PartitionMetrics::new(&spec.stream.name));
     let mut task = MirrorTask {
         metrics,
         id: spec.id,
         stream: spec.stream,
-        consumer: spec.consumer,
+        consumer,
+        commit_requests: Some(commit_requests),
+        committer: Some(committer),
         producer: spec.pool.lease(),
         limited: Vec::new(),
         pool: spec.pool,
@@ -196,6 +245,7 @@ pub fn spawn(spec: TaskSpec) -> std::io::Result<TaskHandle> {
         by_topic: HashMap::new(),
         failures: Arc::new(FailureInbox::default()),
         last_commit: Instant::now(),
+        commit_sent: None,
         deferred: Vec::new(),
         deferred_since: Instant::now(),
     };
@@ -219,7 +269,10 @@ struct MirrorTask {
     /// Metric handles of the task's datastream, shared by its partitions.
     metrics: Arc<crate::partition::PartitionMetrics>,
     stream: Arc<DatastreamConfig>,
-    consumer: TaskConsumer,
+    consumer: Arc<TaskConsumer>,
+    /// Offsets to commit, for the committer thread; its answers come back through the consumer's context.
+    commit_requests: Option<std::sync::mpsc::SyncSender<TopicPartitionList>>,
+    committer: Option<JoinHandle<()>>,
     producer: ProducerLease,
     /// Producers for destination topics whose `max.message.bytes` is below the pool's batch size, by limit.
     limited: Vec<(u32, ProducerLease)>,
@@ -237,6 +290,8 @@ struct MirrorTask {
     by_topic: HashMap<String, Vec<Option<Arc<PartitionState>>>>,
     failures: Arc<FailureInbox>,
     last_commit: Instant,
+    /// When the asynchronous commit the source has not answered yet was sent.
+    commit_sent: Option<Instant>,
     /// Partitions whose start could not be determined yet.
     deferred: Vec<NewPartition>,
     deferred_since: Instant,
@@ -329,8 +384,36 @@ impl MirrorTask {
         for failure in self.failures.take() {
             self.on_delivery_failure(failure);
         }
+        for outcome in self.consumer.context().take_commits() {
+            self.on_commit_outcome(outcome);
+        }
         if self.last_commit.elapsed() >= self.commit_interval {
             self.commit(CommitMode::Async);
+        }
+    }
+
+    /// The source answered a commit: only now does the committed offset move.
+    fn on_commit_outcome(&mut self, outcome: CommitOutcome) {
+        let metrics = crate::metrics::metrics();
+        let label = [self.stream.name.as_str()];
+        if let Some(sent) = self.commit_sent.take() {
+            metrics
+                .commit_latency
+                .with_label_values(&label)
+                .observe(sent.elapsed().as_secs_f64());
+        }
+        match outcome.result {
+            Ok(()) => {
+                for (topic, partition, offset) in outcome.offsets {
+                    if let Some(state) = self.partition(&topic, partition) {
+                        state.set_committed(offset);
+                    }
+                }
+            }
+            Err(error) => {
+                metrics.commit_failures.with_label_values(&label).inc();
+                warn!(task = %self.id, %error, "the source refused the offset commit; retried at the next interval");
+            }
         }
     }
 
@@ -738,9 +821,18 @@ impl MirrorTask {
         self.deferred.extend(partitions);
     }
 
-    /// Commits, for every partition, the offset below which the destination acknowledged everything.
+    /// Commits, for every partition, the offset below which the destination acknowledged everything. An
+    /// asynchronous commit moves the committed offsets only when the source answers it (see
+    /// [`MirrorTask::on_commit_outcome`]); one is outstanding at a time.
     fn commit(&mut self, mode: CommitMode) {
         self.last_commit = Instant::now();
+        if matches!(mode, CommitMode::Async)
+            && self
+                .commit_sent
+                .is_some_and(|sent| sent.elapsed() < COMMIT_ANSWER_TIMEOUT)
+        {
+            return;
+        }
         let listed = self.listed.lock().expect("task partitions").clone();
         let mut offsets = TopicPartitionList::new();
         let mut changed = Vec::new();
@@ -758,14 +850,32 @@ impl MirrorTask {
         if changed.is_empty() {
             return;
         }
-        match self.consumer.commit(&offsets, mode) {
+        let sent = Instant::now();
+        if matches!(mode, CommitMode::Async) {
+            if let Some(requests) = &self.commit_requests {
+                if requests.try_send(offsets).is_ok() {
+                    self.commit_sent = Some(sent);
+                }
+            }
+            return;
+        }
+        let result = self.consumer.commit(&offsets, CommitMode::Sync);
+        crate::metrics::metrics()
+            .commit_latency
+            .with_label_values(&[self.stream.name.as_str()])
+            .observe(sent.elapsed().as_secs_f64());
+        match result {
             Ok(()) => {
                 for (state, offset) in changed {
                     state.set_committed(offset);
                 }
             }
             Err(error) => {
-                warn!(task = %self.id, %error, "commit failed; retried at the next interval")
+                crate::metrics::metrics()
+                    .commit_failures
+                    .with_label_values(&[self.stream.name.as_str()])
+                    .inc();
+                warn!(task = %self.id, %error, "the source refused the final offset commit; the records after the last commit will be copied again")
             }
         }
     }
@@ -800,6 +910,14 @@ impl MirrorTask {
             if failure.generation == state.generation() {
                 state.rewind(state.committable());
             }
+        }
+        // The committer's last commit lands before the final one, never after it.
+        self.commit_requests = None;
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+        for outcome in self.consumer.context().take_commits() {
+            self.on_commit_outcome(outcome);
         }
         self.commit(CommitMode::Sync);
     }
