@@ -674,3 +674,82 @@ topics = ["{topic}"]
     );
     engine.shutdown();
 }
+
+#[test]
+fn changed_producer_properties_take_effect_and_a_removed_stream_s_pool_closes() {
+    use std::sync::Arc;
+    let pair = pair();
+    let topic = random_name("producer-props");
+    create_topic(&pair.source.bootstrap(), &topic, 1, &[]).unwrap();
+    let config = node_config(
+        &pair.source.bootstrap(),
+        &pair.destination.bootstrap(),
+        &format!(
+            r#"
+[[datastreams]]
+name = "props"
+destination = "destination"
+[datastreams.producer_properties]
+"message.max.bytes" = "1500"
+[[datastreams.sources]]
+cluster = "source"
+topics = ["{topic}"]
+"#
+        ),
+    );
+    let mut stream = config.datastreams[0].clone();
+    let engine = Engine::new(&config, 2).unwrap();
+    // Records of 2,000 bytes: the stream's producers refuse them (message.max.bytes 1500).
+    let mut load = SequenceProducer::new(&pair.source.bootstrap(), &topic, 1, 2000).unwrap();
+    load.produce(10).unwrap();
+    engine.run("props", Arc::new(stream.clone()), None).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || engine
+            .status()
+            .stream("props")
+            .is_some_and(|s| s
+                .partitions()
+                .any(|p| matches!(p.health, PartitionHealth::Paused(_))))),
+        "{:#?}",
+        engine.status()
+    );
+    assert!(engine
+        .status()
+        .pools
+        .iter()
+        .any(|p| p.name == "stream:props"));
+    // Removed: its own pool closes.
+    engine.stop("props");
+    let pools: Vec<String> = engine
+        .status()
+        .pools
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    assert!(!pools.contains(&"stream:props".to_string()), "{pools:?}");
+    // Started again with the limit raised: the new setting is in force and every record arrives.
+    stream
+        .producer_properties
+        .insert("message.max.bytes".to_string(), "2000000".to_string());
+    engine.run("props", Arc::new(stream), None).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || engine
+            .status()
+            .stream("props")
+            .is_some_and(|s| s
+                .partitions()
+                .any(|p| p.committed_offset == Some(10)))),
+        "{:#?}",
+        engine.status()
+    );
+    let report = check_sequences(
+        &pair.destination.bootstrap(),
+        &topic,
+        &load.written_per_partition(),
+        true,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(report.is_lossless(), "{report:?}");
+    engine.shutdown();
+}

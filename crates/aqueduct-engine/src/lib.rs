@@ -22,7 +22,7 @@ use std::time::Duration;
 use aqueduct_model::config::{ClusterConfig, DatastreamConfig, NodeConfig, NodeSettings};
 use aqueduct_model::placement::TaskSlice;
 use rdkafka::error::KafkaError;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::budget::InFlightBudget;
 use crate::client::producer_config;
@@ -62,8 +62,16 @@ pub struct Engine {
 
 #[derive(Default)]
 struct Running {
-    runners: BTreeMap<String, StreamRunner>,
-    pools: BTreeMap<String, Arc<ProducerPool>>,
+    /// Runners by key, with the name of the pool they write through.
+    runners: BTreeMap<String, (StreamRunner, String)>,
+    pools: BTreeMap<String, PoolEntry>,
+}
+
+/// A producer pool, the stream properties it was made with and how many runners use it.
+struct PoolEntry {
+    pool: Arc<ProducerPool>,
+    properties: BTreeMap<String, String>,
+    users: usize,
 }
 
 /// Streams with producer settings of their own get their own pool; the rest share one per cluster.
@@ -143,8 +151,26 @@ impl Engine {
             return Ok(());
         }
         let pool_name = pool_of(&stream);
-        let pool = match running.pools.get(&pool_name) {
-            Some(pool) => Arc::clone(pool),
+        let stale = running
+            .pools
+            .get(&pool_name)
+            .is_some_and(|entry| entry.properties != stream.producer_properties);
+        if stale {
+            // The stream's producer settings changed: a new pool, once nothing uses the old one.
+            let entry = &running.pools[&pool_name];
+            if entry.users == 0 {
+                let entry = running.pools.remove(&pool_name).expect("present");
+                info!(pool = %pool_name, "producer settings changed; closing the old pool");
+                entry.pool.close(FLUSH_TIMEOUT);
+            } else {
+                warn!(pool = %pool_name, users = entry.users, "producer settings changed while runners still use the pool; they take effect when the last one stops");
+            }
+        }
+        let pool = match running.pools.get_mut(&pool_name) {
+            Some(entry) => {
+                entry.users += 1;
+                Arc::clone(&entry.pool)
+            }
             None => {
                 let destination = self.clusters.get(&stream.destination).ok_or_else(|| {
                     EngineError::Config(format!("unknown cluster `{}`", stream.destination))
@@ -161,7 +187,14 @@ impl Engine {
                     self.node.producers_per_destination,
                     Arc::new(InFlightBudget::share(&self.budget, self.pool_share)),
                 )?);
-                running.pools.insert(pool_name, Arc::clone(&pool));
+                running.pools.insert(
+                    pool_name.clone(),
+                    PoolEntry {
+                        pool: Arc::clone(&pool),
+                        properties: stream.producer_properties.clone(),
+                        users: 1,
+                    },
+                );
                 pool
             }
         };
@@ -173,20 +206,45 @@ impl Engine {
             pool,
             slice,
             lease: Arc::clone(&self.lease),
-        })?;
-        running.runners.insert(key.to_string(), runner);
+        });
+        let runner = match runner {
+            Ok(runner) => runner,
+            Err(error) => {
+                Self::release_pool(&mut running, &pool_name);
+                return Err(error);
+            }
+        };
+        running.runners.insert(key.to_string(), (runner, pool_name));
         Ok(())
     }
 
     /// Stops the runner `key`: no more consumption, records in flight acknowledged (or given up after a
     /// timeout), offsets committed. Blocks until done. Returns what is still inside a producer: until it
-    /// is resolved, the runner's work must not start elsewhere.
+    /// is resolved, the runner's work must not start elsewhere. A stream's own pool closes with its last
+    /// runner.
     pub fn stop(&self, key: &str) -> Unresolved {
         let runner = self.inner.lock().expect("engine").runners.remove(key);
-        match runner {
-            Some(mut runner) => runner.stop(),
-            None => Unresolved::default(),
+        let Some((mut runner, pool_name)) = runner else {
+            return Unresolved::default();
+        };
+        let unresolved = runner.stop();
+        let closing = Self::release_pool(&mut self.inner.lock().expect("engine"), &pool_name);
+        if let Some(pool) = closing {
+            info!(pool = %pool_name, "no datastream uses the pool any more; closing it");
+            pool.close(FLUSH_TIMEOUT);
         }
+        unresolved
+    }
+
+    /// One runner less uses `pool_name`; returns the pool when it is a stream's own pool and nothing uses
+    /// it any more (removed, for the caller to close outside the lock).
+    fn release_pool(running: &mut Running, pool_name: &str) -> Option<Arc<ProducerPool>> {
+        let entry = running.pools.get_mut(pool_name)?;
+        entry.users = entry.users.saturating_sub(1);
+        if entry.users == 0 && pool_name.starts_with("stream:") {
+            return running.pools.remove(pool_name).map(|entry| entry.pool);
+        }
+        None
     }
 
     /// Drops every record every producer pool holds (see [`ProducerPool::purge`]).
@@ -197,7 +255,7 @@ impl Engine {
             .expect("engine")
             .pools
             .values()
-            .cloned()
+            .map(|entry| Arc::clone(&entry.pool))
             .collect();
         for pool in pools {
             pool.purge();
@@ -224,7 +282,7 @@ impl Engine {
     pub fn status(&self) -> NodeStatus {
         let running = self.inner.lock().expect("engine");
         let mut streams: Vec<StreamStatus> = Vec::new();
-        for runner in running.runners.values() {
+        for (runner, _) in running.runners.values() {
             let status = runner.status();
             match streams.iter_mut().find(|s| s.name == status.name) {
                 Some(merged) => {
@@ -253,10 +311,10 @@ impl Engine {
         let pools = running
             .pools
             .values()
-            .map(|pool| PoolStatus {
-                name: pool.name().to_string(),
-                producers: pool.size(),
-                queued_records: pool.queued(),
+            .map(|entry| PoolStatus {
+                name: entry.pool.name().to_string(),
+                producers: entry.pool.size(),
+                queued_records: entry.pool.queued(),
             })
             .collect();
         NodeStatus {
@@ -282,14 +340,14 @@ impl Engine {
             )
         };
         // Ask every runner first so they drain in parallel.
-        for runner in runners.values() {
+        for (runner, _) in runners.values() {
             runner.request_stop();
         }
-        for runner in runners.values_mut() {
+        for (runner, _) in runners.values_mut() {
             let _ = runner.stop();
         }
-        for pool in pools.values() {
-            pool.flush(FLUSH_TIMEOUT);
+        for entry in pools.values() {
+            entry.pool.flush(FLUSH_TIMEOUT);
         }
     }
 }

@@ -279,6 +279,17 @@ impl ProducerPool {
         }
     }
 
+    /// Closes the pool: waits up to `timeout` for what its producers hold, then drops what is left (each
+    /// such record is reported as failed, so its partition's records resolve and nothing lands later).
+    pub fn close(&self, timeout: Duration) {
+        self.flush(timeout);
+        if self.queued() > 0 {
+            warn!(pool = %self.name, records = self.queued(), "closing with records not delivered; they are dropped and copied again from the source");
+            self.purge();
+            self.flush(Duration::from_secs(5));
+        }
+    }
+
     /// Drops every record the pool's producers hold, queued or in flight: each is reported as failed (and
     /// its partition rewound by its task), so nothing the node sent before it was fenced arrives later.
     pub fn purge(&self) {
