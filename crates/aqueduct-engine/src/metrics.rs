@@ -44,6 +44,7 @@ pub struct Metrics {
     pub rebalance_duration: Histogram,
     pub pool_producers: IntGaugeVec,
     pub pool_queued_records: IntGaugeVec,
+    pub producer_fatal_errors: IntCounterVec,
     /// Whether per-partition series carry their topic and partition.
     partition_labels: AtomicBool,
     /// Backpressure waits already added to the counter.
@@ -76,6 +77,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("aqueduct_cluster_rebalance_duration_seconds", "histogram", "Time to plan and write one assignment."),
     ("aqueduct_producer_pool_producers", "gauge", "Producers in each pool."),
     ("aqueduct_producer_pool_queued_records", "gauge", "Records queued in each pool's producers, not yet acknowledged."),
+    ("aqueduct_producer_fatal_errors_total", "counter", "Producers replaced after a fatal error (their records are sent again), per pool."),
 ];
 
 fn help(name: &str) -> &'static str {
@@ -217,6 +219,11 @@ impl Metrics {
             rebalance_duration: rebalance,
             pool_producers: gauge_vec(&r, "aqueduct_producer_pool_producers", &["pool"]),
             pool_queued_records: gauge_vec(&r, "aqueduct_producer_pool_queued_records", &["pool"]),
+            producer_fatal_errors: counter_vec(
+                &r,
+                "aqueduct_producer_fatal_errors_total",
+                &["pool"],
+            ),
             partition_labels: AtomicBool::new(true),
             waits_seen: AtomicU64::new(0),
             registry: r,
@@ -321,6 +328,9 @@ mod tests {
             .with_label_values(&["s", "MsgTimedOut"])
             .inc();
         m.retries.with_label_values(&["s"]).inc();
+        m.commit_failures.with_label_values(&["s"]).inc();
+        m.commit_latency.with_label_values(&["s"]).observe(0.01);
+        m.producer_fatal_errors.with_label_values(&["p"]).inc();
         let partition = |number: i32, health: PartitionHealth| crate::status::PartitionStatus {
             topic: "t".to_string(),
             partition: number,

@@ -1,10 +1,12 @@
 //! Producers shared by the tasks that write to one destination cluster.
 //!
-//! A pool holds a fixed number of producers for its lifetime; a task borrows the least-loaded one and gives
-//! it back when it stops. A task never closes a producer, so a failing task cannot break the others.
+//! A pool holds a fixed number of producers; a task borrows the least-loaded one and gives it back when it
+//! stops. A task never closes a producer, so a failing task cannot break the others. A producer that hit a
+//! fatal error (an idempotent producer out of sync with the broker) can send nothing more: the pool replaces
+//! it, its records fail back to their tasks (which rewind and send them again), and the tasks borrow anew.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +38,8 @@ pub struct Delivery {
 pub struct MirrorContext {
     budget: Arc<InFlightBudget>,
     name: String,
+    /// Set once the producer hit a fatal error.
+    fatal: Arc<AtomicBool>,
 }
 
 impl ClientContext for MirrorContext {
@@ -44,7 +48,9 @@ impl ClientContext for MirrorContext {
             error,
             KafkaError::Global(rdkafka::types::RDKafkaErrorCode::Fatal)
         ) {
-            error!(producer = %self.name, %error, reason, "fatal producer error");
+            if !self.fatal.swap(true, Ordering::AcqRel) {
+                error!(producer = %self.name, %error, reason, "fatal producer error; the producer is replaced and its records are sent again");
+            }
         } else {
             warn!(producer = %self.name, %error, reason, "producer error");
         }
@@ -103,6 +109,21 @@ pub type MirrorProducer = ThreadedProducer<MirrorContext>;
 pub struct PooledProducer {
     pub producer: MirrorProducer,
     users: AtomicUsize,
+    fatal: Arc<AtomicBool>,
+}
+
+impl PooledProducer {
+    /// Whether the producer hit a fatal error and can send nothing more.
+    pub fn is_fatal(&self) -> bool {
+        if self.fatal.load(Ordering::Acquire) {
+            return true;
+        }
+        if self.producer.client().fatal_error().is_some() {
+            self.fatal.store(true, Ordering::Release);
+            return true;
+        }
+        false
+    }
 }
 
 /// The producers of one destination cluster (or of one stream with its own producer settings).
@@ -113,7 +134,9 @@ pub struct PooledProducer {
 pub struct ProducerPool {
     name: String,
     config: ClientConfig,
-    producers: Vec<Arc<PooledProducer>>,
+    producers: Mutex<Vec<Arc<PooledProducer>>>,
+    /// Producers made so far, for the client ids of replacements.
+    made: AtomicUsize,
     /// Producers for topics with a smaller limit, by that limit.
     limited: Mutex<BTreeMap<u32, Arc<PooledProducer>>>,
     /// The pool's share of the node's in-flight cap.
@@ -133,6 +156,11 @@ pub struct ProducerLease {
 impl ProducerLease {
     pub fn producer(&self) -> &MirrorProducer {
         &self.pooled.producer
+    }
+
+    /// Whether the lent producer hit a fatal error: borrow another.
+    pub fn is_fatal(&self) -> bool {
+        self.pooled.is_fatal()
     }
 
     /// Drops every record the producer holds (see [`ProducerPool::purge`]).
@@ -164,7 +192,8 @@ impl ProducerPool {
         Ok(Self {
             name: name.to_string(),
             config: config.clone(),
-            producers,
+            producers: Mutex::new(producers),
+            made: AtomicUsize::new(size),
             limited: Mutex::new(BTreeMap::new()),
             budget,
         })
@@ -181,14 +210,43 @@ impl ProducerPool {
             config.get("client.id").unwrap_or("aqueduct-producer")
         );
         config.set("client.id", client_id.clone());
+        let fatal = Arc::new(AtomicBool::new(false));
         let producer: MirrorProducer = config.create_with_context(MirrorContext {
             budget: Arc::clone(budget),
             name: client_id,
+            fatal: Arc::clone(&fatal),
         })?;
         Ok(PooledProducer {
             producer,
             users: AtomicUsize::new(0),
+            fatal,
         })
+    }
+
+    /// Replaces the producers that hit a fatal error. The old ones stay with the tasks that still hold
+    /// them until those borrow anew; their records come back as failed deliveries.
+    fn replace_fatal(&self, producers: &mut [Arc<PooledProducer>]) {
+        for slot in producers.iter_mut().filter(|p| p.is_fatal()) {
+            let index = self.made.fetch_add(1, Ordering::Relaxed);
+            let reason = slot
+                .producer
+                .client()
+                .fatal_error()
+                .map_or_else(String::new, |(code, reason)| format!("{code:?}: {reason}"));
+            match Self::create(&self.config, &index.to_string(), &self.budget) {
+                Ok(fresh) => {
+                    crate::metrics::metrics()
+                        .producer_fatal_errors
+                        .with_label_values(&[self.name.as_str()])
+                        .inc();
+                    error!(pool = %self.name, %reason, "a producer hit a fatal error; replaced, its records are sent again");
+                    *slot = Arc::new(fresh);
+                }
+                Err(error) => {
+                    warn!(pool = %self.name, %error, "cannot replace a producer that hit a fatal error")
+                }
+            }
+        }
     }
 
     /// The batch size of the pool's producers.
@@ -211,6 +269,19 @@ impl ProducerPool {
             return Ok(None);
         }
         let mut limited = self.limited.lock().expect("limited producers");
+        if limited
+            .get(&max_message_bytes)
+            .is_some_and(|pooled| pooled.is_fatal())
+        {
+            if let Some(old) = limited.remove(&max_message_bytes) {
+                crate::metrics::metrics()
+                    .producer_fatal_errors
+                    .with_label_values(&[self.name.as_str()])
+                    .inc();
+                warn!(pool = %self.name, max_message_bytes, "a producer hit a fatal error; replaced");
+                drop(old);
+            }
+        }
         let pooled = match limited.get(&max_message_bytes) {
             Some(pooled) => Arc::clone(pooled),
             None => {
@@ -233,7 +304,7 @@ impl ProducerPool {
 
     /// Every producer of the pool, the limited ones included.
     fn all(&self) -> Vec<Arc<PooledProducer>> {
-        let mut all = self.producers.clone();
+        let mut all = self.producers.lock().expect("producers").clone();
         all.extend(
             self.limited
                 .lock()
@@ -249,12 +320,15 @@ impl ProducerPool {
         &self.budget
     }
 
-    /// Lends the producer with the fewest tasks.
+    /// Lends the producer with the fewest tasks (replacing first any that hit a fatal error).
     pub fn lease(&self) -> ProducerLease {
-        let pooled = self
-            .producers
+        let mut producers = self.producers.lock().expect("producers");
+        if producers.iter().any(|p| p.is_fatal()) {
+            self.replace_fatal(&mut producers);
+        }
+        let pooled = producers
             .iter()
-            .min_by_key(|p| p.users.load(Ordering::Relaxed))
+            .min_by_key(|p| (p.is_fatal(), p.users.load(Ordering::Relaxed)))
             .expect("a pool has at least one producer");
         pooled.users.fetch_add(1, Ordering::Relaxed);
         ProducerLease {
@@ -301,7 +375,7 @@ impl ProducerPool {
     }
 
     pub fn size(&self) -> usize {
-        self.producers.len()
+        self.producers.lock().expect("producers").len()
     }
 
     pub fn name(&self) -> &str {

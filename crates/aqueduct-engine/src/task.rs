@@ -374,6 +374,16 @@ impl MirrorTask {
             }
             self.fenced = fenced;
         }
+        if self.producer.is_fatal() || self.limited.iter().any(|(_, p)| p.is_fatal()) {
+            // Its records fail back (rewound below); everything from here goes through a new producer.
+            self.producer = self.pool.lease();
+            let limits: Vec<u32> = self.limited.drain(..).map(|(limit, _)| limit).collect();
+            for limit in limits {
+                if let Ok(Some(producer)) = self.pool.lease_limited(limit) {
+                    self.limited.push((limit, producer));
+                }
+            }
+        }
         while let Ok(partitions) = self.commands.try_recv() {
             self.add_partitions(partitions);
         }
