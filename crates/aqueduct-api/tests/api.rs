@@ -433,11 +433,23 @@ async fn tenants_see_and_change_only_their_own_streams() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    // Instances are visible to any valid token.
-    let (status, _, _) = api
+    // Instances are visible to any valid token: past authentication, this harness (a node that was not
+    // run, so no cluster state yet) answers that the state cannot be read; an unknown token or none is
+    // refused before that.
+    let (status, body, _) = api
         .call(Method::GET, "/v1/instances", Some(TEAM_B), None)
         .await;
-    assert!(status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cluster state cannot be read")),
+        "{body}"
+    );
+    for token in [Some("not-a-token"), None] {
+        let (status, body, _) = api.call(Method::GET, "/v1/instances", token, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
 }
 
 #[tokio::test]

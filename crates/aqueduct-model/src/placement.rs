@@ -62,11 +62,23 @@ mod tests {
     }
 
     #[test]
-    fn placement_is_stable_when_partitions_are_added() {
-        let before: Vec<usize> = (0..8).map(|p| task_for_partition("t", p, 3)).collect();
-        let after: Vec<usize> = (0..8).map(|p| task_for_partition("t", p, 3)).collect();
-        assert_eq!(before, after);
-        assert!((0..100).all(|p| task_for_partition("t", p, 3) < 3));
+    fn placement_is_pinned_and_stable_when_partitions_are_added() {
+        // Pinned: nodes of different versions in one cluster must agree on every placement. The topic's
+        // FNV-1a hash picks the first task (for "t": 2 of 3), then partitions go round the tasks.
+        let first_eight: Vec<usize> = (0..8).map(|p| task_for_partition("t", p, 3)).collect();
+        assert_eq!(first_eight, vec![2, 0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(task_for_partition("orders", 0, 3), 1);
+        assert_eq!(task_for_partition("metrics.cpu", 0, 4), 2);
+        // A partition's task depends on its own number only: a topic grown from 8 to 100 partitions keeps
+        // the first eight where they were, and each new one takes the next task round.
+        for p in 8..100 {
+            let previous = task_for_partition("t", p - 1, 3);
+            assert_eq!(
+                task_for_partition("t", p, 3),
+                (previous + 1) % 3,
+                "partition {p}"
+            );
+        }
     }
 
     #[test]

@@ -178,9 +178,12 @@ fn main() -> Result<()> {
             mirrored += total_records(&aggregate.bootstrap(), &format!("dc1.{topic}"))? as usize;
         }
         let status = get(&format!("{api}/v1/datastreams/dc1-to-aggregate")).unwrap_or(Value::Null);
-        let lag: i64 = status["lag"]
-            .as_array()
-            .map_or(0, |l| l.iter().filter_map(|p| p["lag"].as_i64()).sum());
+        // Unknown (the stream or its lag could not be read) is shown as such, never as 0.
+        let lag: Option<i64> = status["lag"].as_array().and_then(|l| {
+            (!l.is_empty())
+                .then(|| l.iter().map(|p| p["lag"].as_i64()).sum::<Option<i64>>())
+                .flatten()
+        });
         let tasks: Vec<String> = status["status"]["tasks"]
             .as_array()
             .map(|t| {
@@ -194,11 +197,12 @@ fn main() -> Result<()> {
             started.elapsed().as_secs_f64(),
             expected(written),
             mirrored,
-            lag,
+            lag.map_or_else(|| "?".to_string(), |lag| lag.to_string()),
             status["status"]["state"].as_str().unwrap_or("?"),
             tasks.join(" ")
         );
-        if !keep && written == RECORDS_PER_TOPIC && mirrored >= expected(written) && lag == 0 {
+        if !keep && written == RECORDS_PER_TOPIC && mirrored >= expected(written) && lag == Some(0)
+        {
             println!(
                 "\n==> data flowing: all {mirrored} records mirrored, lag 0, across {} tasks",
                 tasks.len()
