@@ -753,3 +753,55 @@ topics = ["{topic}"]
     assert!(report.is_lossless(), "{report:?}");
     engine.shutdown();
 }
+
+#[test]
+fn a_transactional_partition_mirrored_to_its_end_shows_no_lag() {
+    let pair = pair();
+    let topic = random_name("transactional");
+    create_topic(&pair.source.bootstrap(), &topic, 1, &[]).unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", pair.source.bootstrap())
+        .set("transactional.id", random_name("aqueduct-test-txn"))
+        .set("log_level", "3")
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    for i in 0..100 {
+        send_text(&producer, &topic, Some(0), &format!("txn-{i}"));
+    }
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+    // 100 records and the transaction's commit marker: the log ends at 101.
+    let config = node_config(
+        &pair.source.bootstrap(),
+        &pair.destination.bootstrap(),
+        &format!(
+            r#"
+[[datastreams]]
+name = "transactional"
+destination = "destination"
+[[datastreams.sources]]
+cluster = "source"
+topics = ["{topic}"]
+"#
+        ),
+    );
+    let engine = Engine::start(&config).unwrap();
+    let copied = read_records(
+        &pair.destination.bootstrap(),
+        &topic,
+        100,
+        Duration::from_secs(60),
+    );
+    assert_eq!(copied.get(&0).map(Vec::len), Some(100));
+    let caught_up = wait_until(Duration::from_secs(30), || {
+        engine.status().stream("transactional").is_some_and(|s| {
+            s.partitions()
+                .all(|p| p.committed_offset == Some(101) && p.lag == Some(0))
+        })
+    });
+    assert!(caught_up, "{:#?}", engine.status());
+    engine.shutdown();
+}

@@ -176,6 +176,15 @@ impl PartitionState {
         self.offsets.lock().expect("offsets").in_flight()
     }
 
+    /// Moves the committable offset to the consumer's `position` when nothing of the partition is in flight
+    /// or inside a producer: what lies between held no record to copy (transaction markers).
+    pub fn skip_idle_to(&self, position: i64) -> bool {
+        if !self.is_running() || self.unresolved() > 0 {
+            return false;
+        }
+        self.offsets.lock().expect("offsets").skip_idle_to(position)
+    }
+
     /// Drops everything in flight and restarts bookkeeping at `position`; late acknowledgements of the
     /// records dropped here are ignored.
     pub fn rewind(&self, position: i64) {

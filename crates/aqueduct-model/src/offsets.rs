@@ -83,12 +83,36 @@ impl PartitionOffsets {
         self.unacked = 0;
         self.watermark = position;
     }
+
+    /// Moves the committable offset up to `position` when nothing is in flight: the offsets between the
+    /// last acknowledged record and `position` held no record to copy (a transaction's commit marker,
+    /// aborted records). Returns whether it moved.
+    pub fn skip_idle_to(&mut self, position: i64) -> bool {
+        if !self.pending.is_empty() || position <= self.watermark {
+            return false;
+        }
+        self.watermark = position;
+        true
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn only_an_idle_partition_skips_ahead() {
+        let mut offsets = PartitionOffsets::new(10);
+        offsets.sent(10);
+        assert!(!offsets.skip_idle_to(12), "a record is in flight");
+        assert_eq!(offsets.committable(), 10);
+        offsets.acked(10);
+        assert!(offsets.skip_idle_to(12), "the marker after the last record");
+        assert_eq!(offsets.committable(), 12);
+        assert!(!offsets.skip_idle_to(11), "never backwards");
+        assert_eq!(offsets.committable(), 12);
+    }
 
     #[test]
     fn starts_at_its_position() {
