@@ -119,6 +119,10 @@ impl Agent {
         self.stop(&stale, ownership).await;
         for (task, unresolved) in std::mem::take(&mut self.unreleased) {
             if desired.contains(&task) {
+                // Ours again: restart it once its previous run's records are resolved (still claimed).
+                if unresolved.count() > 0 {
+                    self.unreleased.push((task, unresolved));
+                }
                 continue;
             }
             if unresolved.count() > 0 || !ownership.release(&task).await {
@@ -128,6 +132,15 @@ impl Agent {
         self.held.clear();
         for task in desired {
             if self.running.contains_key(task) {
+                continue;
+            }
+            if self.unreleased.iter().any(|(t, _)| t == task) {
+                self.held.insert(
+                    task.clone(),
+                    TaskState::Waiting(
+                        "records of its previous run are still in a producer".to_string(),
+                    ),
+                );
                 continue;
             }
             let Some(definition) = streams.get(&task.stream) else {

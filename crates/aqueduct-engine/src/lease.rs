@@ -4,6 +4,7 @@
 //! its session timeout therefore copies nothing more before it learns that its tasks run elsewhere.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A deadline shared by the control plane (which renews it) and the tasks (which check it).
@@ -14,6 +15,8 @@ pub struct Lease {
     until_ms: AtomicU64,
     /// The session whose round trips renew the lease; 0 is none.
     holder: AtomicU64,
+    /// Held while the holder and the deadline change together, so a renewal cannot undo a revocation.
+    changing: Mutex<()>,
 }
 
 impl Lease {
@@ -23,6 +26,7 @@ impl Lease {
             epoch: Instant::now(),
             until_ms: AtomicU64::new(u64::MAX),
             holder: AtomicU64::new(0),
+            changing: Mutex::new(()),
         }
     }
 
@@ -32,12 +36,14 @@ impl Lease {
             epoch: Instant::now(),
             until_ms: AtomicU64::new(0),
             holder: AtomicU64::new(0),
+            changing: Mutex::new(()),
         }
     }
 
     /// Hands the lease to session `session` (a number greater than 0); it stays expired until that
     /// session renews it.
     pub fn grant(&self, session: u64) {
+        let _changing = self.changing.lock().expect("lease");
         self.holder.store(session, Ordering::Release);
     }
 
@@ -51,6 +57,7 @@ impl Lease {
 
     /// Extends the lease to `duration` from now if `session` holds it; returns whether it did.
     pub fn renew(&self, session: u64, duration: Duration) -> bool {
+        let _changing = self.changing.lock().expect("lease");
         if session == 0 || self.holder.load(Ordering::Acquire) != session {
             return false;
         }
@@ -62,6 +69,7 @@ impl Lease {
 
     /// Ends the lease now and takes it from its session.
     pub fn revoke(&self) {
+        let _changing = self.changing.lock().expect("lease");
         self.holder.store(0, Ordering::Release);
         self.until_ms.store(0, Ordering::Release);
     }

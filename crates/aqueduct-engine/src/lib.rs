@@ -146,25 +146,33 @@ impl Engine {
         stream: Arc<DatastreamConfig>,
         slice: Option<TaskSlice>,
     ) -> Result<(), EngineError> {
+        let pool_name = pool_of(&stream);
+        let replaced = {
+            let mut running = self.inner.lock().expect("engine");
+            if running.runners.contains_key(key) {
+                return Ok(());
+            }
+            match running.pools.get(&pool_name) {
+                // The stream's producer settings changed: a new pool, once nothing uses the old one.
+                Some(entry) if entry.properties != stream.producer_properties => {
+                    if entry.users == 0 {
+                        running.pools.remove(&pool_name).map(|entry| entry.pool)
+                    } else {
+                        warn!(pool = %pool_name, users = entry.users, "producer settings changed while runners still use the pool; they take effect when the last one stops");
+                        None
+                    }
+                }
+                _ => None,
+            }
+        };
+        if let Some(old) = replaced {
+            // Closed outside the engine's lock: a flush can take a while.
+            info!(pool = %pool_name, "producer settings changed; closing the old pool");
+            old.close(FLUSH_TIMEOUT);
+        }
         let mut running = self.inner.lock().expect("engine");
         if running.runners.contains_key(key) {
             return Ok(());
-        }
-        let pool_name = pool_of(&stream);
-        let stale = running
-            .pools
-            .get(&pool_name)
-            .is_some_and(|entry| entry.properties != stream.producer_properties);
-        if stale {
-            // The stream's producer settings changed: a new pool, once nothing uses the old one.
-            let entry = &running.pools[&pool_name];
-            if entry.users == 0 {
-                let entry = running.pools.remove(&pool_name).expect("present");
-                info!(pool = %pool_name, "producer settings changed; closing the old pool");
-                entry.pool.close(FLUSH_TIMEOUT);
-            } else {
-                warn!(pool = %pool_name, users = entry.users, "producer settings changed while runners still use the pool; they take effect when the last one stops");
-            }
         }
         let pool = match running.pools.get_mut(&pool_name) {
             Some(entry) => {

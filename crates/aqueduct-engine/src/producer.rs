@@ -112,6 +112,22 @@ pub struct PooledProducer {
     fatal: Arc<AtomicBool>,
 }
 
+impl Drop for PooledProducer {
+    /// Whatever the producer still holds is dropped and reported as failed before it goes: a record whose
+    /// report never came would keep its partition unresolved (and its task claimed) for good.
+    fn drop(&mut self) {
+        if self.producer.in_flight_count() == 0 {
+            return;
+        }
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+            let _ = self.producer.flush(Duration::from_millis(100));
+        }
+    }
+}
+
 impl PooledProducer {
     /// Whether the producer hit a fatal error and can send nothing more.
     pub fn is_fatal(&self) -> bool {
@@ -247,6 +263,15 @@ impl ProducerPool {
                 }
             }
         }
+    }
+
+    /// Whether the pool's producers compress their batches.
+    pub fn compresses(&self) -> bool {
+        ["compression.type", "compression.codec"].iter().any(|key| {
+            self.config
+                .get(key)
+                .is_some_and(|codec| !codec.eq_ignore_ascii_case("none"))
+        })
     }
 
     /// The batch size of the pool's producers.

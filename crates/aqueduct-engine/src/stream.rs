@@ -347,7 +347,16 @@ impl Discovery {
             known_limit
         } else {
             // Batches must fit the destination topic's limit: learn it before the first record goes.
-            self.destination_max_message_bytes(&destination)?
+            match self.destination_max_message_bytes(&destination) {
+                Ok(limit) => limit,
+                Err(DescribeError::NotAuthorized(error)) => {
+                    // Without DescribeConfigs on the destination the limit cannot be known: the pool's
+                    // batches are used as they are, and a topic with a smaller limit may refuse them.
+                    warn!(stream = %stream.name, topic = %destination, %error, "cannot read the destination topic's max.message.bytes; batches are not fitted to it");
+                    0
+                }
+                Err(DescribeError::Other(error)) => return Err(error),
+            }
         };
         let route = self
             .routes
@@ -369,21 +378,33 @@ impl Discovery {
 
     /// The destination topic's `max.message.bytes` (the broker's `message.max.bytes` when the topic has no
     /// value of its own: the describe answer gives the value in force).
-    fn destination_max_message_bytes(&self, topic: &str) -> Result<u32, String> {
+    fn destination_max_message_bytes(&self, topic: &str) -> Result<u32, DescribeError> {
+        let other = |e: String| {
+            DescribeError::Other(format!(
+                "cannot read configs of destination topic {topic}: {e}"
+            ))
+        };
         let configs = block_on(self.destination_admin.describe_configs(
             [&ResourceSpecifier::Topic(topic)],
             &AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT)),
         ))
-        .map_err(|e| format!("cannot read configs of destination topic {topic}: {e}"))?
+        .map_err(|e| other(e.to_string()))?
         .into_iter()
         .next()
-        .ok_or_else(|| format!("no configs returned for destination topic {topic}"))?
-        .map_err(|e| format!("cannot read configs of destination topic {topic}: {e}"))?;
+        .ok_or_else(|| other("no answer".to_string()))?;
+        let configs = match configs {
+            Ok(configs) => configs,
+            Err(
+                code @ (RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed),
+            ) => return Err(DescribeError::NotAuthorized(code.to_string())),
+            Err(code) => return Err(other(code.to_string())),
+        };
         configs
             .get("max.message.bytes")
             .and_then(|entry| entry.value.as_deref())
             .and_then(|value| value.parse::<u32>().ok())
-            .ok_or_else(|| format!("destination topic {topic} reports no max.message.bytes"))
+            .ok_or_else(|| other("no max.message.bytes in the answer".to_string()))
     }
 
     fn destination_partitions(&self, topic: &str) -> Result<Option<i32>, EngineError> {
@@ -534,6 +555,13 @@ impl Discovery {
         tasks[&id].add_partitions(partitions);
         Ok(())
     }
+}
+
+/// Why a destination topic's configs could not be read.
+enum DescribeError {
+    /// The node may not describe the topic: asking again will not help.
+    NotAuthorized(String),
+    Other(String),
 }
 
 fn cluster<'a>(

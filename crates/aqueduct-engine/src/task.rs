@@ -234,6 +234,7 @@ pub fn spawn(spec: TaskSpec) -> std::io::Result<TaskHandle> {
         committer: Some(committer),
         producer: spec.pool.lease(),
         limited: Vec::new(),
+        compresses: spec.pool.compresses(),
         pool: spec.pool,
         budget: spec.budget,
         lease: spec.lease,
@@ -277,6 +278,8 @@ struct MirrorTask {
     /// Producers for destination topics whose `max.message.bytes` is below the pool's batch size, by limit.
     limited: Vec<(u32, ProducerLease)>,
     pool: Arc<ProducerPool>,
+    /// The pool's producers compress batches.
+    compresses: bool,
     budget: Arc<InFlightBudget>,
     lease: Arc<Lease>,
     /// The node's lease ran out: no record is forwarded until it is renewed.
@@ -375,14 +378,7 @@ impl MirrorTask {
             self.fenced = fenced;
         }
         if self.producer.is_fatal() || self.limited.iter().any(|(_, p)| p.is_fatal()) {
-            // Its records fail back (rewound below); everything from here goes through a new producer.
-            self.producer = self.pool.lease();
-            let limits: Vec<u32> = self.limited.drain(..).map(|(limit, _)| limit).collect();
-            for limit in limits {
-                if let Ok(Some(producer)) = self.pool.lease_limited(limit) {
-                    self.limited.push((limit, producer));
-                }
-            }
+            self.replace_fatal_producers();
         }
         while let Ok(partitions) = self.commands.try_recv() {
             self.add_partitions(partitions);
@@ -423,6 +419,58 @@ impl MirrorTask {
             Err(error) => {
                 metrics.commit_failures.with_label_values(&label).inc();
                 warn!(task = %self.id, %error, "the source refused the offset commit; retried at the next interval");
+            }
+        }
+    }
+
+    /// A producer of the task hit a fatal error: borrow a new one in its place, and start every partition
+    /// again from its committed position. The old producer delivers nothing more; what it held fails back
+    /// (ignored: older generation), so the new producer's records cannot be overtaken by a late one.
+    fn replace_fatal_producers(&mut self) {
+        if self.producer.is_fatal() {
+            self.producer = self.pool.lease();
+        }
+        let fatal: Vec<u32> = self
+            .limited
+            .iter()
+            .filter(|(_, p)| p.is_fatal())
+            .map(|(limit, _)| *limit)
+            .collect();
+        self.limited.retain(|(_, p)| !p.is_fatal());
+        for limit in fatal {
+            if let Ok(Some(producer)) = self.pool.lease_limited(limit) {
+                self.limited.push((limit, producer));
+            }
+        }
+        let states: Vec<Arc<PartitionState>> = self
+            .listed
+            .lock()
+            .expect("task partitions")
+            .iter()
+            .filter(|s| s.is_running())
+            .cloned()
+            .collect();
+        for state in states {
+            let position = state.committable();
+            state.rewind(position);
+            state.metrics.retries.inc();
+            if let Err(error) = self.consumer.seek(
+                &state.topic,
+                state.partition,
+                Offset::Offset(position),
+                METADATA_TIMEOUT,
+            ) {
+                warn!(task = %self.id, %error, "seek failed; reassigning partition");
+                let _ = self.consumer.incremental_unassign(&tpl(
+                    &state.topic,
+                    state.partition,
+                    Offset::Invalid,
+                ));
+                let _ = self.consumer.incremental_assign(&tpl(
+                    &state.topic,
+                    state.partition,
+                    Offset::Offset(position),
+                ));
             }
         }
     }
@@ -494,7 +542,8 @@ impl MirrorTask {
         });
         let route = Arc::clone(&state.route);
         let limit = route.max_message_bytes();
-        if limit > 0 && bytes > limit as usize {
+        // Compressed batches may fit where the raw record does not: then only the broker can tell.
+        if limit > 0 && bytes > limit as usize && !self.compresses {
             // It cannot fit the destination topic in any batch: stop here rather than send it.
             let reason = format!(
                 "destination cannot take offset {offset} for good: the record is {bytes} bytes, over the destination topic's max.message.bytes {limit}"

@@ -17,6 +17,9 @@ pub struct PartitionOffsets {
     watermark: i64,
     /// Number of pending offsets that are not acknowledged.
     unacked: usize,
+    /// After a reset the consumer's position may still be the old one until its seek lands: the committable
+    /// offset may not skip ahead to it before a record at the new position was sent.
+    position_trusted: bool,
 }
 
 /// What [`PartitionOffsets::acked`] found.
@@ -35,6 +38,7 @@ impl PartitionOffsets {
             pending: VecDeque::new(),
             watermark: position,
             unacked: 0,
+            position_trusted: true,
         }
     }
 
@@ -47,6 +51,7 @@ impl PartitionOffsets {
         }
         self.pending.push_back((offset, false));
         self.unacked += 1;
+        self.position_trusted = true;
     }
 
     /// Records the destination's acknowledgement of `offset`.
@@ -82,13 +87,19 @@ impl PartitionOffsets {
         self.pending.clear();
         self.unacked = 0;
         self.watermark = position;
+        self.position_trusted = false;
     }
 
     /// Moves the committable offset up to `position` when nothing is in flight: the offsets between the
     /// last acknowledged record and `position` held no record to copy (a transaction's commit marker,
     /// aborted records). Returns whether it moved.
     pub fn skip_idle_to(&mut self, position: i64) -> bool {
-        if !self.pending.is_empty() || position <= self.watermark {
+        if position <= self.watermark {
+            // The consumer is where the bookkeeping is: its position can be believed from now on.
+            self.position_trusted = true;
+            return false;
+        }
+        if !self.pending.is_empty() || !self.position_trusted {
             return false;
         }
         self.watermark = position;
@@ -112,6 +123,16 @@ mod tests {
         assert_eq!(offsets.committable(), 12);
         assert!(!offsets.skip_idle_to(11), "never backwards");
         assert_eq!(offsets.committable(), 12);
+        // After a rewind the consumer may still report its old position until the seek lands.
+        offsets.reset(5);
+        assert!(!offsets.skip_idle_to(20), "the old position after a rewind");
+        assert_eq!(offsets.committable(), 5);
+        assert!(!offsets.skip_idle_to(5), "the seek landed");
+        assert!(offsets.skip_idle_to(6));
+        offsets.reset(6);
+        offsets.sent(6);
+        offsets.acked(6);
+        assert!(offsets.skip_idle_to(8), "a record read after the rewind");
     }
 
     #[test]
