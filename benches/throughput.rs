@@ -15,7 +15,8 @@
 //! `AQUEDUCT_BENCH_SIZES` (bytes, default `100,1024,32768`), `AQUEDUCT_BENCH_PARTITIONS` (default `10,100`),
 //! `AQUEDUCT_BENCH_MB` (backlog per workload, default 600), `AQUEDUCT_BENCH_SCALE` (multiplies it; 0.1 for a
 //! quick run), `AQUEDUCT_BENCH_LATENCY_MBPS` (default 5) and `AQUEDUCT_BENCH_LATENCY_SECS` (default 20),
-//! `AQUEDUCT_BENCH_TASKS` and `AQUEDUCT_BENCH_PRODUCERS`, `AQUEDUCT_BENCH_MM2=0` to leave MirrorMaker 2 out.
+//! `AQUEDUCT_BENCH_TASKS` and `AQUEDUCT_BENCH_PRODUCERS`, `AQUEDUCT_BENCH_MM2=0` to leave MirrorMaker 2 out,
+//! `AQUEDUCT_BENCH_BINARY` to measure another build of the `aqueduct` binary.
 //! The tables are also written to `target/bench-throughput.md`.
 
 use std::fmt::Write as _;
@@ -146,7 +147,11 @@ fn main() -> Result<()> {
             })
         })
         .collect();
-    let binary = aqueduct_testkit::aqueduct_binary()?;
+    // Another build of Aqueduct (an earlier commit, say) can be measured on the same harness.
+    let binary = match std::env::var_os("AQUEDUCT_BENCH_BINARY") {
+        Some(path) => PathBuf::from(path),
+        None => aqueduct_testkit::aqueduct_binary()?,
+    };
     let machine = machine_description();
     println!("{machine}");
 

@@ -805,3 +805,259 @@ topics = ["{topic}"]
     assert!(caught_up, "{:#?}", engine.status());
     engine.shutdown();
 }
+
+/// Deletes `topic`, waits until the cluster no longer lists it, creates it again with `partitions`
+/// partitions and writes `per_partition` records `new-<i>` to each.
+fn recreate_with(bootstrap: &str, topic: &str, partitions: i32, per_partition: usize) {
+    aqueduct_testkit::delete_topics(bootstrap, &[topic]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            aqueduct_testkit::partition_count(bootstrap, topic).ok() == Some(None)
+        }),
+        "{topic} still listed after its deletion"
+    );
+    // A deletion may still be in progress on the broker for a moment after the topic is no longer listed.
+    let mut created = create_topic(bootstrap, topic, partitions, &[]);
+    for _ in 0..50 {
+        if created.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        created = create_topic(bootstrap, topic, partitions, &[]);
+    }
+    created.unwrap();
+    write_texts(bootstrap, topic, partitions, per_partition, "new");
+}
+
+/// Writes `per_partition` records `<prefix>-<i>` to each partition of `topic`, acknowledged.
+fn write_texts(bootstrap: &str, topic: &str, partitions: i32, per_partition: usize, prefix: &str) {
+    let producer = producer(bootstrap);
+    for partition in 0..partitions {
+        for i in 0..per_partition {
+            send_text(&producer, topic, Some(partition), &format!("{prefix}-{i}"));
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// The values of every record of `topic`, per partition in offset order; `total` is how many there are
+/// (the sum of the partitions' end offsets must equal it, so nothing beyond is hidden).
+fn all_values(bootstrap: &str, topic: &str, total: usize) -> Vec<Vec<String>> {
+    let records = read_records(bootstrap, topic, total, Duration::from_secs(60));
+    assert_eq!(
+        aqueduct_testkit::total_records(bootstrap, topic).unwrap(),
+        total as i64,
+        "records in {topic}"
+    );
+    records
+        .values()
+        .map(|list| {
+            list.iter()
+                .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+                .collect()
+        })
+        .collect()
+}
+
+fn texts(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[test]
+fn a_source_topic_deleted_and_created_again_is_never_resumed_at_its_old_offsets() {
+    let pair = pair();
+    let (source, destination) = (pair.source.bootstrap(), pair.destination.bootstrap());
+    // One stream per case: deleted and created again while the stream runs (the policy `fail` stops it,
+    // `restart-earliest` copies the new topic from its start), the same at once (no pause between the
+    // deletion and the new topic), and while the node is down.
+    let failing = random_name("recreated-fail");
+    let restarting = random_name("recreated-restart");
+    let quick = random_name("recreated-quick");
+    let offline = random_name("recreated-offline");
+    for topic in [&failing, &restarting, &quick, &offline] {
+        create_topic(&source, topic, 2, &[]).unwrap();
+        write_texts(&source, topic, 2, 100, "old");
+    }
+    let stream = |name: &str, topic: &str, policy: &str| {
+        format!(
+            r#"
+[[datastreams]]
+name = "{name}"
+destination = "destination"
+on_source_topic_recreated = "{policy}"
+[[datastreams.sources]]
+cluster = "source"
+topics = ["{topic}"]
+"#
+        )
+    };
+    let config = node_config(
+        &source,
+        &destination,
+        &[
+            stream("failing", &failing, "fail"),
+            stream("restarting", &restarting, "restart-earliest"),
+            stream("quick", &quick, "restart-earliest"),
+            stream("offline", &offline, "fail"),
+        ]
+        .concat(),
+    );
+    let engine = Engine::start(&config).unwrap();
+    for topic in [&failing, &restarting, &quick, &offline] {
+        assert_eq!(
+            all_values(&destination, topic, 200),
+            vec![texts("old", 0..100); 2]
+        );
+    }
+    let committed_everything = |engine: &Engine, name: &str| {
+        engine
+            .status()
+            .stream(name)
+            .unwrap()
+            .partitions()
+            .all(|p| p.committed_offset == Some(100))
+    };
+    assert!(wait_until(Duration::from_secs(30), || {
+        ["failing", "restarting", "quick", "offline"]
+            .iter()
+            .all(|name| committed_everything(&engine, name))
+    }));
+
+    // While the stream runs: the deletion shows in the status and the metrics, the topic's partitions
+    // (and their lag series) go away.
+    aqueduct_testkit::delete_topics(&source, &[failing.as_str(), restarting.as_str()]).unwrap();
+    let gone = |engine: &Engine, name: &str, topic: &str| {
+        let status = engine.status();
+        let stream = status.stream(name).unwrap();
+        stream.deleted_topics.iter().any(|d| d.topic == topic) && stream.partitions().count() == 0
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || gone(
+            &engine, "failing", &failing
+        ) && gone(
+            &engine,
+            "restarting",
+            &restarting
+        )),
+        "{:#?}",
+        engine.status()
+    );
+    let metrics = aqueduct_engine::metrics::metrics().render(&engine.status());
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("aqueduct_stream_source_topic_deleted_seconds{")
+                && l.contains(&format!("topic=\"{failing}\""))
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("aqueduct_partition_lag_records{")
+                && l.contains(&format!("topic=\"{failing}\""))),
+        "{metrics}"
+    );
+
+    // Created again and filled past the old offsets.
+    for topic in [&failing, &restarting] {
+        recreate_with(&source, topic, 2, 300);
+    }
+    let stopped_for_recreation = |engine: &Engine, name: &str| {
+        let status = engine.status();
+        let stream = status.stream(name).unwrap();
+        stream.partitions().count() == 2
+            && stream.partitions().all(|p| {
+                matches!(&p.health, PartitionHealth::Error(reason) if reason.contains("created again"))
+            })
+            && stream.deleted_topics.is_empty()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || stopped_for_recreation(
+            &engine, "failing"
+        )),
+        "{:#?}",
+        engine.status()
+    );
+    assert!(engine
+        .status()
+        .stream("failing")
+        .unwrap()
+        .problems()
+        .iter()
+        .any(|p| p.contains("on_source_topic_recreated")));
+    // `fail`: nothing of the new topic was copied.
+    assert_eq!(
+        all_values(&destination, &failing, 200),
+        vec![texts("old", 0..100); 2]
+    );
+    // `restart-earliest`: the new topic in full, from its first record, after the old one.
+    let expected = [texts("old", 0..100), texts("new", 0..300)].concat();
+    assert_eq!(
+        all_values(&destination, &restarting, 800),
+        vec![expected.clone(); 2]
+    );
+
+    // Deleted and created again at once: the consumer may read a little of the new topic at its old
+    // position before the stream notices (about a second); the partition then starts over from the new
+    // topic's first record, so every record of it arrives, in order, after whatever was read early.
+    recreate_with(&source, &quick, 2, 300);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let total = aqueduct_testkit::total_records(&destination, &quick).unwrap();
+            let values = read_records(
+                &destination,
+                &quick,
+                total as usize,
+                Duration::from_secs(10),
+            );
+            values.values().all(|list| {
+                list.len() >= 400
+                    && list[list.len() - 300..]
+                        .iter()
+                        .map(|m| {
+                            String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()
+                        })
+                        .eq(texts("new", 0..300))
+            })
+        }),
+        "{:#?}",
+        engine.status()
+    );
+    let total = aqueduct_testkit::total_records(&destination, &quick).unwrap() as usize;
+    for values in all_values(&destination, &quick, total) {
+        let early = values.len() - 400;
+        assert_eq!(values[..100], texts("old", 0..100));
+        // Read early, at the old position in the new topic: a run from new-100 on.
+        assert_eq!(values[100..100 + early], texts("new", 100..100 + early));
+        assert_eq!(values[100 + early..], texts("new", 0..300));
+        eprintln!("deleted and created again at once: {early} records of the new topic read at the old position before the restart");
+    }
+
+    // While the node is down.
+    engine.shutdown();
+    recreate_with(&source, &offline, 2, 300);
+    let engine = Engine::start(&config).unwrap();
+    let started = wait_until(Duration::from_secs(30), || {
+        engine
+            .status()
+            .stream("offline")
+            .unwrap()
+            .partitions()
+            .count()
+            == 2
+    });
+    assert!(started, "{:#?}", engine.status());
+    // Kafka deleted the group's offsets with the old topic: the partitions have no committed offset and
+    // start at the stream's start position (earliest), never at the old offset 100.
+    let status = engine.status();
+    assert!(
+        status
+            .stream("offline")
+            .unwrap()
+            .partitions()
+            .all(|p| p.health == PartitionHealth::Running),
+        "{status:#?}"
+    );
+    assert_eq!(all_values(&destination, &offline, 800), vec![expected; 2]);
+    engine.shutdown();
+}

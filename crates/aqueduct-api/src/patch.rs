@@ -20,6 +20,7 @@ pub const MUTABLE: &[&str] = &[
     "start_position",
     "start_offsets",
     "on_offset_out_of_range",
+    "on_source_topic_recreated",
     "create_topics",
     "replication_factor",
 ];

@@ -10,6 +10,7 @@ use aqueduct_control::streams::{StoreError, Versioned};
 use aqueduct_control::view::ClusterView;
 use aqueduct_coordination::store::TaskState;
 use aqueduct_model::config::{validate_name, DatastreamConfig, PartitionSet};
+use aqueduct_model::topic_id::DeletedTopic;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -168,12 +169,15 @@ pub struct StreamStatus {
     pub auto_paused_partitions: Vec<String>,
     /// Problems of the stream as a whole, as its nodes report them.
     pub errors: Vec<String>,
+    /// Source topics the stream mirrored that are gone from their cluster (deleted, not created again).
+    pub deleted_topics: Vec<DeletedTopic>,
 }
 
 fn stream_status(stream: &DatastreamConfig, view: Option<&ClusterView>) -> StreamStatus {
     let mut tasks = Vec::new();
     let mut problems = Vec::new();
     let mut errors: Vec<String> = Vec::new();
+    let mut deleted_topics: Vec<DeletedTopic> = Vec::new();
     if let Some(view) = view {
         for (node, report) in view.tasks_of(&stream.name) {
             let (state, reason) = match &report.state {
@@ -185,6 +189,14 @@ fn stream_status(stream: &DatastreamConfig, view: Option<&ClusterView>) -> Strea
             for error in &report.errors {
                 if !errors.contains(error) {
                     errors.push(error.clone());
+                }
+            }
+            for deleted in &report.deleted_topics {
+                if !deleted_topics
+                    .iter()
+                    .any(|d| d.cluster == deleted.cluster && d.topic == deleted.topic)
+                {
+                    deleted_topics.push(deleted.clone());
                 }
             }
             tasks.push(TaskView {
@@ -228,6 +240,7 @@ fn stream_status(stream: &DatastreamConfig, view: Option<&ClusterView>) -> Strea
         paused_partitions: stream.paused_partitions.clone(),
         auto_paused_partitions: problems,
         errors,
+        deleted_topics,
     }
 }
 

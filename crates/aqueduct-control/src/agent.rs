@@ -256,6 +256,10 @@ impl Agent {
                 .stream(&task.stream)
                 .map(|s| s.stream_errors())
                 .unwrap_or_default();
+            let deleted_topics = status
+                .stream(&task.stream)
+                .map(|s| s.deleted_topics.clone())
+                .unwrap_or_default();
             reports.push(TaskReport {
                 task: task.clone(),
                 state: TaskState::Running,
@@ -263,6 +267,7 @@ impl Agent {
                 unhealthy_partitions: problems.len(),
                 problems,
                 errors,
+                deleted_topics,
             });
         }
         for (task, state) in &self.held {
@@ -273,6 +278,7 @@ impl Agent {
                 unhealthy_partitions: 0,
                 problems: Vec::new(),
                 errors: Vec::new(),
+                deleted_topics: Vec::new(),
             });
         }
         reports.sort_by(|a, b| a.task.cmp(&b.task));

@@ -76,6 +76,9 @@ pub struct TaskReport {
     /// destination topic it cannot create).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Source topics of the task's datastream that are gone, as this node found them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted_topics: Vec<aqueduct_model::topic_id::DeletedTopic>,
 }
 
 /// What an instance reports under `instances/<name>/status`.

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub partition_lag: IntGaugeVec,
     pub paused_partitions: IntGaugeVec,
     pub unreachable_clusters: IntGaugeVec,
+    pub deleted_source_topics: IntGaugeVec,
+    pub source_topic_recreations: IntCounterVec,
     pub in_flight_bytes: IntGauge,
     pub max_in_flight_bytes: IntGauge,
     pub backpressure_waits: IntCounter,
@@ -65,6 +67,8 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("aqueduct_partition_lag_records", "gauge", "Source end offset minus committed offset, per datastream, topic and partition (folded per datastream when partition labels are off)."),
     ("aqueduct_partition_paused_partitions", "gauge", "Partitions stopped by Aqueduct, per datastream and reason (rejected, out-of-range)."),
     ("aqueduct_cluster_unreachable_seconds", "gauge", "Seconds since a datastream last reached a source cluster, per datastream and cluster; present only while the cluster cannot be reached."),
+    ("aqueduct_stream_source_topic_deleted_seconds", "gauge", "Seconds since a datastream found a source topic it mirrored gone from its cluster, per datastream, cluster and topic; present only while the topic is missing."),
+    ("aqueduct_stream_source_topic_recreations_total", "counter", "Partitions restarted from the earliest offset because their source topic was deleted and created again (on_source_topic_recreated = restart-earliest), per datastream."),
     ("aqueduct_node_in_flight_bytes", "gauge", "Bytes handed to producers and not yet acknowledged."),
     ("aqueduct_node_max_in_flight_bytes", "gauge", "The node's in-flight cap."),
     ("aqueduct_node_backpressure_waits_total", "counter", "Times tasks waited because the in-flight cap was reached."),
@@ -207,6 +211,16 @@ impl Metrics {
                 "aqueduct_cluster_unreachable_seconds",
                 &["datastream", "cluster"],
             ),
+            deleted_source_topics: gauge_vec(
+                &r,
+                "aqueduct_stream_source_topic_deleted_seconds",
+                &["datastream", "cluster", "topic"],
+            ),
+            source_topic_recreations: counter_vec(
+                &r,
+                "aqueduct_stream_source_topic_recreations_total",
+                &["datastream"],
+            ),
             in_flight_bytes: gauge(&r, "aqueduct_node_in_flight_bytes"),
             max_in_flight_bytes: gauge(&r, "aqueduct_node_max_in_flight_bytes"),
             backpressure_waits: counter(&r, "aqueduct_node_backpressure_waits_total"),
@@ -250,11 +264,21 @@ impl Metrics {
         self.partition_lag.reset();
         self.paused_partitions.reset();
         self.unreachable_clusters.reset();
+        self.deleted_source_topics.reset();
         let per_partition = self.partition_labels.load(Ordering::Relaxed);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         for stream in &status.streams {
+            for deleted in &stream.deleted_topics {
+                self.deleted_source_topics
+                    .with_label_values(&[
+                        stream.name.as_str(),
+                        deleted.cluster.as_str(),
+                        deleted.topic.as_str(),
+                    ])
+                    .set((now_ms.saturating_sub(deleted.since_unix_ms) / 1000) as i64);
+            }
             for cluster in &stream.unreachable {
                 self.unreachable_clusters
                     .with_label_values(&[stream.name.as_str(), cluster.cluster.as_str()])
@@ -329,6 +353,7 @@ mod tests {
             .inc();
         m.retries.with_label_values(&["s"]).inc();
         m.commit_failures.with_label_values(&["s"]).inc();
+        m.source_topic_recreations.with_label_values(&["s"]).inc();
         m.commit_latency.with_label_values(&["s"]).observe(0.01);
         m.producer_fatal_errors.with_label_values(&["p"]).inc();
         let partition = |number: i32, health: PartitionHealth| crate::status::PartitionStatus {
@@ -359,6 +384,11 @@ mod tests {
                     since_unix_ms: 0,
                     error: "down".to_string(),
                 }],
+                deleted_topics: vec![crate::status::DeletedTopic {
+                    cluster: "source".to_string(),
+                    topic: "gone".to_string(),
+                    since_unix_ms: 0,
+                }],
             }],
             in_flight_bytes: 0,
             max_in_flight_bytes: 1,
@@ -370,6 +400,12 @@ mod tests {
             }],
         };
         let text = m.render(&status);
+        assert!(
+            text.contains(
+                r#"aqueduct_stream_source_topic_deleted_seconds{cluster="source",datastream="s",topic="gone"} "#
+            ),
+            "{text}"
+        );
         assert!(
             text.contains(
                 r#"aqueduct_partition_lag_records{datastream="s",partition="0",topic="t"} 7"#

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, 
 use std::sync::{Arc, Mutex};
 
 use aqueduct_model::offsets::{AckOutcome, PartitionOffsets};
+use aqueduct_model::topic_id::TopicId;
 use rdkafka::error::KafkaError;
 
 use crate::status::PartitionHealth;
@@ -86,6 +87,8 @@ impl PartitionMetrics {
 pub struct PartitionState {
     pub topic: String,
     pub partition: i32,
+    /// The id of the source topic the partition was started for, committed with its offsets.
+    pub topic_id: Option<TopicId>,
     pub route: Arc<Route>,
     offsets: Mutex<PartitionOffsets>,
     /// Bumped on every rewind; acknowledgements of an older generation are ignored.
@@ -117,6 +120,7 @@ impl PartitionState {
         Self {
             topic: topic.to_string(),
             partition,
+            topic_id: None,
             route,
             offsets: Mutex::new(PartitionOffsets::new(position)),
             generation: AtomicU64::new(0),
@@ -129,6 +133,12 @@ impl PartitionState {
             outstanding: AtomicI64::new(0),
             metrics,
         }
+    }
+
+    /// The partition belongs to the topic with this id.
+    pub fn with_topic_id(mut self, id: Option<TopicId>) -> Self {
+        self.topic_id = id;
+        self
     }
 
     /// A record is about to be handed to a producer.

@@ -1,5 +1,6 @@
 //! What a node reports about its datastreams: every task, its partitions, their health and offsets.
 
+pub use aqueduct_model::topic_id::DeletedTopic;
 use serde::Serialize;
 
 /// Health of one source partition.
@@ -62,6 +63,8 @@ pub struct StreamStatus {
     pub errors: Vec<String>,
     /// Source clusters the stream cannot reach now.
     pub unreachable: Vec<UnreachableCluster>,
+    /// Source topics the stream mirrored that are gone (deleted and not created again).
+    pub deleted_topics: Vec<DeletedTopic>,
 }
 
 impl StreamStatus {

@@ -1,7 +1,7 @@
 //! A datastream on this node: discovery of its source topics and partitions, creation of its destination
 //! topics, and the tasks that copy the records.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use aqueduct_model::config::{ClusterConfig, DatastreamConfig, NodeSettings};
 use aqueduct_model::naming::{is_replicated_topic_config, TopicFilter, TopicNaming};
 use aqueduct_model::placement::{task_for_partition, TaskSlice};
+use aqueduct_model::topic_id::TopicId;
+use aqueduct_rdkafka_ext::{describe_topic_ids, TopicLookup};
 use futures_executor::block_on;
 use rdkafka::admin::{
     AdminClient, AdminOptions, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
@@ -25,11 +27,15 @@ use crate::client::{admin_config, consumer_config};
 use crate::lease::Lease;
 use crate::partition::{Route, Unresolved};
 use crate::producer::ProducerPool;
-use crate::status::{StreamStatus, UnreachableCluster};
+use crate::status::{DeletedTopic, StreamStatus, UnreachableCluster};
 use crate::task::{self, NewPartition, TaskHandle, TaskSpec};
 use crate::EngineError;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long new partitions of a topic the cluster lists without an id wait for one.
+const ID_WAIT: Duration = Duration::from_secs(10);
+/// How often the ids of the topics being read are compared with the cluster's, between full rounds.
+const INCARNATION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a stream needs from its node.
 pub struct StreamContext {
@@ -50,6 +56,10 @@ struct StreamShared {
     tasks: Mutex<BTreeMap<String, TaskHandle>>,
     errors: Mutex<Vec<String>>,
     unreachable: Mutex<Vec<UnreachableCluster>>,
+    deleted_topics: Mutex<Vec<DeletedTopic>>,
+    /// Set by a task that saw a sign of a deleted topic: discovery lists the topics without waiting for
+    /// its interval.
+    rediscover: Arc<AtomicBool>,
 }
 
 /// A running datastream.
@@ -110,6 +120,12 @@ impl StreamRunner {
                 .lock()
                 .expect("stream unreachable")
                 .clone(),
+            deleted_topics: self
+                .shared
+                .deleted_topics
+                .lock()
+                .expect("stream deleted topics")
+                .clone(),
         }
     }
 
@@ -163,6 +179,13 @@ struct Discovery {
     destination_admin: AdminClient<DefaultClientContext>,
     routes: HashMap<String, Arc<Route>>,
     known: HashSet<(usize, String, i32)>,
+    /// The id of each source topic whose partitions were handed to tasks: the incarnation being mirrored,
+    /// kept after the topic is gone so that a topic created again under its name is told apart.
+    ids: HashMap<(usize, String), TopicId>,
+    /// Source topics that were mirrored and are gone, since when (milliseconds since the Unix epoch).
+    deleted: BTreeMap<(usize, String), u64>,
+    /// Topics the cluster listed without an id, since when.
+    without_id: HashMap<(usize, String), Instant>,
     /// Source clusters whose topics could not be listed, with the start of the failures and the last error.
     unreachable: BTreeMap<String, UnreachableCluster>,
 }
@@ -197,6 +220,9 @@ impl Discovery {
             sources,
             routes: HashMap::new(),
             known: HashSet::new(),
+            ids: HashMap::new(),
+            deleted: BTreeMap::new(),
+            without_id: HashMap::new(),
             unreachable: BTreeMap::new(),
         })
     }
@@ -204,15 +230,96 @@ impl Discovery {
     fn run(&mut self, stop: &AtomicBool) {
         let interval = Duration::from_secs(self.context.stream.topic_refresh_interval_secs);
         while !stop.load(Ordering::Acquire) {
+            let started = Instant::now();
             let errors = self.discover();
             *self.shared.errors.lock().expect("stream errors") = errors;
             *self.shared.unreachable.lock().expect("stream unreachable") =
                 self.unreachable.values().cloned().collect();
-            let next = Instant::now() + interval;
+            self.publish_deleted();
+            let next = started + interval;
+            // Early when a task asks or a mirrored topic changed, but not more than once a second.
+            let mut checked = Instant::now();
             while Instant::now() < next && !stop.load(Ordering::Acquire) {
+                if checked.elapsed() >= INCARNATION_CHECK_INTERVAL {
+                    checked = Instant::now();
+                    if self.check_incarnations() {
+                        self.publish_deleted();
+                        self.shared.rediscover.store(true, Ordering::Release);
+                    }
+                }
+                if started.elapsed() >= Duration::from_secs(1)
+                    && self.shared.rediscover.swap(false, Ordering::AcqRel)
+                {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+
+    fn publish_deleted(&self) {
+        *self
+            .shared
+            .deleted_topics
+            .lock()
+            .expect("stream deleted topics") = self
+            .deleted
+            .iter()
+            .map(|((index, topic), since)| DeletedTopic {
+                cluster: self.sources[*index].cluster.clone(),
+                topic: topic.clone(),
+                since_unix_ms: *since,
+            })
+            .collect();
+    }
+
+    /// Between full rounds: asks for the ids of the topics the tasks read, so that a topic deleted (and
+    /// perhaps created again) stops being read within about a second rather than at the next round, before
+    /// the consumer can continue at its old position in a new log. Returns whether a full round is due: a
+    /// topic was forgotten, or a gone one is back.
+    fn check_incarnations(&mut self) -> bool {
+        let mut forgot = false;
+        for index in 0..self.sources.len() {
+            let read: BTreeSet<String> = self
+                .known
+                .iter()
+                .filter(|(i, _, _)| *i == index)
+                .map(|(_, topic, _)| topic.clone())
+                .collect();
+            let gone: BTreeSet<String> = self
+                .deleted
+                .keys()
+                .filter(|(i, _)| *i == index)
+                .map(|(_, topic)| topic.clone())
+                .collect();
+            if read.is_empty() && gone.is_empty() {
+                continue;
+            }
+            let names: Vec<&str> = read.iter().chain(&gone).map(String::as_str).collect();
+            // A failed request proves nothing; the next check or round asks again.
+            let Ok(lookups) = describe_topic_ids(
+                self.sources[index].metadata.client(),
+                &names,
+                METADATA_TIMEOUT,
+            ) else {
+                continue;
+            };
+            let listed: Vec<(String, i32)> = read
+                .iter()
+                .filter(|t| lookups.get(*t) != Some(&TopicLookup::Missing))
+                .map(|t| (t.clone(), 0))
+                .collect();
+            let current_id = |topic: &str| match lookups.get(topic) {
+                Some(TopicLookup::Exists(id)) => id.clone(),
+                _ => None,
+            };
+            forgot |= self.forget_gone_topics(index, &listed, &current_id);
+            // A gone topic that is back is handed out by a full round now.
+            forgot |= gone
+                .iter()
+                .any(|t| matches!(lookups.get(t), Some(TopicLookup::Exists(_))));
+        }
+        forgot
     }
 
     /// Lists the source topics, prepares their destinations and hands new partitions to tasks. Returns the
@@ -246,6 +353,60 @@ impl Discovery {
                     continue;
                 }
             };
+            // Which incarnation of each topic is there now (KIP-516 topic ids).
+            let names: Vec<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
+            let lookups = match describe_topic_ids(
+                self.sources[index].metadata.client(),
+                &names,
+                METADATA_TIMEOUT,
+            ) {
+                Ok(lookups) => lookups,
+                Err(error) => {
+                    warn!(stream = %self.context.stream.name, %error, "cannot read the source topics' ids; re-created topics are told apart by committed offsets only this round");
+                    BTreeMap::new()
+                }
+            };
+            // A topic whose id could not be read waits for the next round (asked for within a second):
+            // its partitions must not start without knowing which topic they belong to.
+            let mut unsure = false;
+            for (topic, lookup) in &lookups {
+                if let TopicLookup::Failed(error) = lookup {
+                    warn!(stream = %self.context.stream.name, %topic, %error, "cannot read the source topic's id; its new partitions wait");
+                    unsure = true;
+                }
+            }
+            if unsure {
+                self.shared.rediscover.store(true, Ordering::Release);
+            }
+            let topics: Vec<(String, i32)> = topics
+                .into_iter()
+                .filter(|(t, _)| lookups.get(t) != Some(&TopicLookup::Missing))
+                .collect();
+            let current_id = |topic: &str| match lookups.get(topic) {
+                Some(TopicLookup::Exists(id)) => id.clone(),
+                _ => None,
+            };
+            // A broker may answer without an id for a topic it has just created: its partitions wait a
+            // little for the id (a cluster that never gives ids, Kafka before 2.8, is mirrored without).
+            let now = Instant::now();
+            let mut waiting_for_id = HashSet::new();
+            for (topic, lookup) in &lookups {
+                let key = (index, topic.clone());
+                if matches!(lookup, TopicLookup::Exists(None)) {
+                    let since = *self.without_id.entry(key).or_insert(now);
+                    if now.duration_since(since) < ID_WAIT {
+                        waiting_for_id.insert(topic.clone());
+                        self.shared.rediscover.store(true, Ordering::Release);
+                    }
+                } else {
+                    self.without_id.remove(&key);
+                }
+            }
+            let failed = |topic: &str| {
+                waiting_for_id.contains(topic)
+                    || matches!(lookups.get(topic), Some(TopicLookup::Failed(_)))
+            };
+            self.forget_gone_topics(index, &topics, &current_id);
             let mut by_task: BTreeMap<usize, Vec<NewPartition>> = BTreeMap::new();
             for (topic, partitions) in topics {
                 let slice = self.context.slice;
@@ -255,7 +416,7 @@ impl Discovery {
                     .filter(|p| !self.context.stream.is_partition_paused(&topic, *p))
                     .filter(|p| !self.known.contains(&(index, topic.clone(), *p)))
                     .collect();
-                if new.is_empty() {
+                if new.is_empty() || failed(&topic) {
                     continue;
                 }
                 let route = match self.prepare_destination(index, &topic, partitions) {
@@ -267,6 +428,8 @@ impl Discovery {
                     }
                 };
                 let tasks = self.context.stream.max_tasks;
+                let topic_id = current_id(&topic);
+                let last_seen_id = self.ids.get(&(index, topic.clone())).cloned();
                 for partition in new {
                     let task = match slice {
                         Some(slice) => slice.index as usize,
@@ -276,6 +439,8 @@ impl Discovery {
                         topic: topic.clone(),
                         partition,
                         route: Arc::clone(&route),
+                        topic_id: topic_id.clone(),
+                        last_seen_id: last_seen_id.clone(),
                     });
                 }
             }
@@ -284,9 +449,16 @@ impl Discovery {
                     .iter()
                     .map(|p| (index, p.topic.clone(), p.partition))
                     .collect();
+                let ids: Vec<((usize, String), TopicId)> = partitions
+                    .iter()
+                    .filter_map(|p| Some(((index, p.topic.clone()), p.topic_id.clone()?)))
+                    .collect();
                 match self.hand_to_task(index, task_index, partitions) {
                     // Known only once a task has them, so a failure is retried at the next round.
-                    Ok(()) => self.known.extend(handed),
+                    Ok(()) => {
+                        self.known.extend(handed);
+                        self.ids.extend(ids);
+                    }
                     Err(error) => {
                         error!(stream = %self.context.stream.name, %error, "cannot start task");
                         errors.push(error.to_string());
@@ -295,6 +467,57 @@ impl Discovery {
             }
         }
         errors
+    }
+
+    /// Finds the topics of source `index` that tasks read and that are gone (`listed` no longer has them) or
+    /// were created again (another id), and makes the tasks forget their partitions. A topic created again
+    /// is then handed out as new, and each partition's start applies the stream's
+    /// `on_source_topic_recreated`; a gone topic is reported until it comes back.
+    fn forget_gone_topics(
+        &mut self,
+        index: usize,
+        listed: &[(String, i32)],
+        current_id: &dyn Fn(&str) -> Option<TopicId>,
+    ) -> bool {
+        let mut forgot = false;
+        let listed: HashSet<&str> = listed.iter().map(|(t, _)| t.as_str()).collect();
+        self.deleted
+            .retain(|(i, topic), _| *i != index || !listed.contains(topic.as_str()));
+        let read: HashSet<String> = self
+            .known
+            .iter()
+            .filter(|(i, _, _)| *i == index)
+            .map(|(_, topic, _)| topic.clone())
+            .collect();
+        for topic in read {
+            let gone = !listed.contains(topic.as_str());
+            let recreated = !gone
+                && match (self.ids.get(&(index, topic.clone())), current_id(&topic)) {
+                    (Some(before), Some(now)) => *before != now,
+                    _ => false,
+                };
+            if !gone && !recreated {
+                continue;
+            }
+            forgot = true;
+            let cluster = self.sources[index].cluster.clone();
+            if gone {
+                warn!(stream = %self.context.stream.name, %cluster, %topic, "source topic is gone; its partitions are no longer read");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                self.deleted.insert((index, topic.clone()), now);
+            } else {
+                warn!(stream = %self.context.stream.name, %cluster, %topic, "source topic was deleted and created again; its partitions start over under the stream's on_source_topic_recreated");
+            }
+            self.known.retain(|(i, t, _)| !(*i == index && *t == topic));
+            for task in self.shared.tasks.lock().expect("stream tasks").values() {
+                if task.source_cluster == cluster {
+                    task.forget_topic(&topic);
+                }
+            }
+        }
+        forgot
     }
 
     /// Matching topics of source `index` with their partition counts.
@@ -548,6 +771,7 @@ impl Discovery {
                 budget: Arc::clone(&self.context.budget),
                 lease: Arc::clone(&self.context.lease),
                 commit_interval: Duration::from_millis(self.context.node.commit_interval_ms),
+                rediscover: Arc::clone(&self.shared.rediscover),
             })
             .map_err(|e| EngineError::Start(e.to_string()))?;
             tasks.insert(id.clone(), handle);

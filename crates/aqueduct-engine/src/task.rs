@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use aqueduct_model::config::DatastreamConfig;
 use aqueduct_model::placement::destination_partition;
 use aqueduct_model::start::{start_offset, LogBounds, StartDecision};
+use aqueduct_model::topic_id::{
+    commit_metadata, incarnation, recreated_start, topic_id_in_commit_metadata, Incarnation,
+    RecreatedStart, TopicId,
+};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
@@ -114,6 +118,18 @@ pub struct NewPartition {
     pub topic: String,
     pub partition: i32,
     pub route: Arc<Route>,
+    /// The source topic's id now (`None` when the cluster did not say).
+    pub topic_id: Option<TopicId>,
+    /// The id of the topic of the same name that this stream mirrored before on this node, if any.
+    pub last_seen_id: Option<TopicId>,
+}
+
+/// What a stream asks of its task.
+enum TaskCommand {
+    Add(Vec<NewPartition>),
+    /// The source topic is gone (deleted, or deleted and created again): stop reading its partitions and
+    /// forget them; the records already handed to a producer still count until they are resolved.
+    Forget(String),
 }
 
 /// The running task as seen from its stream.
@@ -121,8 +137,10 @@ pub struct TaskHandle {
     pub id: String,
     pub source_cluster: String,
     stop: Arc<AtomicBool>,
-    commands: Sender<Vec<NewPartition>>,
+    commands: Sender<TaskCommand>,
     partitions: Arc<Mutex<Vec<Arc<PartitionState>>>>,
+    /// Partitions forgotten while records of theirs were still inside a producer.
+    forgotten: Arc<Mutex<Vec<Arc<PartitionState>>>>,
     lags: Lags,
     thread: Option<JoinHandle<()>>,
 }
@@ -130,9 +148,14 @@ pub struct TaskHandle {
 impl TaskHandle {
     /// Hands new partitions to the task.
     pub fn add_partitions(&self, partitions: Vec<NewPartition>) {
-        if self.commands.send(partitions).is_err() {
+        if self.commands.send(TaskCommand::Add(partitions)).is_err() {
             warn!(task = %self.id, "task is gone; partitions not added");
         }
+    }
+
+    /// Tells the task that a source topic is gone: its partitions are no longer read nor listed.
+    pub fn forget_topic(&self, topic: &str) {
+        let _ = self.commands.send(TaskCommand::Forget(topic.to_string()));
     }
 
     pub fn status(&self) -> TaskStatus {
@@ -171,11 +194,13 @@ impl TaskHandle {
                 error!(task = %self.id, "task thread panicked");
             }
         }
+        let forgotten = self.forgotten.lock().expect("forgotten partitions");
         Unresolved::new(
             self.partitions
                 .lock()
                 .expect("task partitions")
                 .iter()
+                .chain(forgotten.iter())
                 .filter(|p| p.unresolved() > 0)
                 .cloned()
                 .collect(),
@@ -200,6 +225,8 @@ pub struct TaskSpec {
     pub budget: Arc<InFlightBudget>,
     pub lease: Arc<Lease>,
     pub commit_interval: Duration,
+    /// Set when the stream should list its source topics now (a topic may be gone).
+    pub rediscover: Arc<AtomicBool>,
 }
 
 /// Starts a task thread.
@@ -207,6 +234,7 @@ pub fn spawn(spec: TaskSpec) -> std::io::Result<TaskHandle> {
     let stop = Arc::new(AtomicBool::new(false));
     let (commands, inbox_rx) = std::sync::mpsc::channel();
     let partitions = Arc::new(Mutex::new(Vec::new()));
+    let forgotten = Arc::new(Mutex::new(Vec::new()));
     let id = spec.id.clone();
     let source_cluster = spec.source_cluster.clone();
     let lags = Arc::clone(&spec.consumer.context().lags);
@@ -239,15 +267,19 @@ pub fn spawn(spec: TaskSpec) -> std::io::Result<TaskHandle> {
         budget: spec.budget,
         lease: spec.lease,
         fenced: false,
+        rediscover: spec.rediscover,
         commit_interval: spec.commit_interval,
         stop: Arc::clone(&stop),
         commands: inbox_rx,
         listed: Arc::clone(&partitions),
+        forgotten: Arc::clone(&forgotten),
         by_topic: HashMap::new(),
         failures: Arc::new(FailureInbox::default()),
         last_commit: Instant::now(),
         commit_sent: None,
         deferred: Vec::new(),
+        range_checks: Vec::new(),
+        range_checked_at: Instant::now(),
         deferred_since: Instant::now(),
     };
     let span = tracing::info_span!("task", datastream = %task.stream.name, task = %id);
@@ -260,6 +292,7 @@ pub fn spawn(spec: TaskSpec) -> std::io::Result<TaskHandle> {
         stop,
         commands,
         partitions,
+        forgotten,
         lags,
         thread: Some(thread),
     })
@@ -284,11 +317,14 @@ struct MirrorTask {
     lease: Arc<Lease>,
     /// The node's lease ran out: no record is forwarded until it is renewed.
     fenced: bool,
+    rediscover: Arc<AtomicBool>,
     commit_interval: Duration,
     stop: Arc<AtomicBool>,
-    commands: Receiver<Vec<NewPartition>>,
+    commands: Receiver<TaskCommand>,
     /// Partitions as listed in the status, in the order they were added.
     listed: Arc<Mutex<Vec<Arc<PartitionState>>>>,
+    /// Partitions of topics that are gone, kept while records of theirs are inside a producer.
+    forgotten: Arc<Mutex<Vec<Arc<PartitionState>>>>,
     /// Partitions by topic name and partition number, for the hot path.
     by_topic: HashMap<String, Vec<Option<Arc<PartitionState>>>>,
     failures: Arc<FailureInbox>,
@@ -297,6 +333,9 @@ struct MirrorTask {
     commit_sent: Option<Instant>,
     /// Partitions whose start could not be determined yet.
     deferred: Vec<NewPartition>,
+    /// Partitions out of range whose log bounds could not be read: checked again every housekeeping round.
+    range_checks: Vec<Arc<PartitionState>>,
+    range_checked_at: Instant,
     deferred_since: Instant,
 }
 
@@ -380,12 +419,24 @@ impl MirrorTask {
         if self.producer.is_fatal() || self.limited.iter().any(|(_, p)| p.is_fatal()) {
             self.replace_fatal_producers();
         }
-        while let Ok(partitions) = self.commands.try_recv() {
-            self.add_partitions(partitions);
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                TaskCommand::Add(partitions) => self.add_partitions(partitions),
+                TaskCommand::Forget(topic) => self.forget_topic(&topic),
+            }
         }
+        self.forgotten
+            .lock()
+            .expect("forgotten partitions")
+            .retain(|p| p.unresolved() > 0);
         if !self.deferred.is_empty() && self.deferred_since.elapsed() >= Duration::from_secs(1) {
             let retry = std::mem::take(&mut self.deferred);
             self.add_partitions(retry);
+        }
+        if !self.range_checks.is_empty()
+            && self.range_checked_at.elapsed() >= Duration::from_secs(1)
+        {
+            self.check_ranges();
         }
         for failure in self.failures.take() {
             self.on_delivery_failure(failure);
@@ -454,24 +505,38 @@ impl MirrorTask {
             let position = state.committable();
             state.rewind(position);
             state.metrics.retries.inc();
-            if let Err(error) = self.consumer.seek(
-                &state.topic,
-                state.partition,
-                Offset::Offset(position),
-                METADATA_TIMEOUT,
-            ) {
-                warn!(task = %self.id, %error, "seek failed; reassigning partition");
-                let _ = self.consumer.incremental_unassign(&tpl(
-                    &state.topic,
-                    state.partition,
-                    Offset::Invalid,
-                ));
-                let _ = self.consumer.incremental_assign(&tpl(
-                    &state.topic,
-                    state.partition,
-                    Offset::Offset(position),
-                ));
-            }
+            self.reposition(&state, position);
+        }
+    }
+
+    /// Moves the consumer of `state`'s partition to `position`: a seek, or when the consumer refuses it, the
+    /// partition unassigned and assigned again at the position. When neither works the partition is stopped
+    /// in the `error` state, so it never sits silently without fetching.
+    fn reposition(&self, state: &Arc<PartitionState>, position: i64) {
+        let Err(error) = self.consumer.seek(
+            &state.topic,
+            state.partition,
+            Offset::Offset(position),
+            METADATA_TIMEOUT,
+        ) else {
+            return;
+        };
+        warn!(task = %self.id, topic = %state.topic, partition = state.partition, position, %error, "seek failed; reassigning partition");
+        let _ = self.consumer.incremental_unassign(&tpl(
+            &state.topic,
+            state.partition,
+            Offset::Invalid,
+        ));
+        if let Err(error) = self.consumer.incremental_assign(&tpl(
+            &state.topic,
+            state.partition,
+            Offset::Offset(position),
+        )) {
+            let reason = format!(
+                "cannot move the consumer to offset {position}: the seek and the assignment failed: {error}"
+            );
+            error!(task = %self.id, topic = %state.topic, partition = state.partition, %reason, "partition stopped");
+            state.set_health(PartitionHealth::Error(reason));
         }
     }
 
@@ -688,54 +753,135 @@ impl MirrorTask {
         );
         state.rewind(position);
         state.metrics.retries.inc();
-        if let Err(error) = self.consumer.seek(
-            &state.topic,
-            state.partition,
-            Offset::Offset(position),
-            METADATA_TIMEOUT,
-        ) {
-            // Seeking failed: reassign the partition at the position instead.
-            warn!(task = %self.id, %error, "seek failed; reassigning partition");
-            let _ = self.consumer.incremental_unassign(&tp);
-            let _ = self.consumer.incremental_assign(&tpl(
-                &state.topic,
-                state.partition,
-                Offset::Offset(position),
-            ));
-        }
+        self.reposition(state, position);
     }
 
     fn on_consumer_error(&mut self, error: KafkaError) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) {
-            self.check_ranges();
-        } else {
-            warn!(task = %self.id, %error, "consumer error");
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AutoOffsetReset) => self.check_ranges(),
+            Some(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::UnknownTopicId,
+            ) => {
+                // A source topic may have been deleted (and created again): the stream looks now rather
+                // than at its next round, so the task stops reading it before the new topic fills.
+                warn!(task = %self.id, %error, "consumer error; the stream lists its source topics again");
+                self.rediscover.store(true, Ordering::Release);
+            }
+            _ => warn!(task = %self.id, %error, "consumer error"),
         }
     }
 
-    /// After an out-of-range error: find the partitions whose position left the log and apply the policy.
+    /// Stops reading the partitions of a topic that is gone and forgets them.
+    fn forget_topic(&mut self, topic: &str) {
+        self.deferred.retain(|p| p.topic != topic);
+        let Some(slots) = self.by_topic.remove(topic) else {
+            return;
+        };
+        let gone: Vec<Arc<PartitionState>> = slots.into_iter().flatten().collect();
+        // Only what is assigned can be unassigned (a stopped partition never was).
+        let mut unassign = TopicPartitionList::new();
+        if let Ok(assignment) = self.consumer.assignment() {
+            for element in assignment.elements_for_topic(topic) {
+                unassign.add_partition(topic, element.partition());
+            }
+        }
+        if unassign.count() > 0 {
+            if let Err(error) = self.consumer.incremental_unassign(&unassign) {
+                warn!(task = %self.id, %topic, %error, "cannot unassign the partitions of a topic that is gone");
+            }
+        }
+        self.listed
+            .lock()
+            .expect("task partitions")
+            .retain(|s| s.topic != topic);
+        self.consumer
+            .context()
+            .lags
+            .lock()
+            .expect("lags")
+            .retain(|(t, _), _| t != topic);
+        info!(task = %self.id, %topic, partitions = gone.len(), "source topic is gone; its partitions are no longer read");
+        self.forgotten
+            .lock()
+            .expect("forgotten partitions")
+            .extend(gone.into_iter().filter(|p| p.unresolved() > 0));
+    }
+
+    /// After an out-of-range error (librdkafka does not say which partition, and stops fetching it): find
+    /// the partitions whose fetch position or committable offset left the log and apply the policy. A
+    /// partition whose log bounds cannot be read is checked again at the next housekeeping round, and shows
+    /// as stopped until then.
     fn check_ranges(&mut self) {
         let states: Vec<Arc<PartitionState>> = self
             .listed
             .lock()
             .expect("task partitions")
             .iter()
-            .filter(|s| s.is_running())
+            .filter(|s| s.is_running() || self.range_checks.iter().any(|p| Arc::ptr_eq(p, s)))
             .cloned()
             .collect();
+        self.range_checks.clear();
+        self.range_checked_at = Instant::now();
+        let positions = self.consumer.position().ok();
         for state in states {
-            let Ok((low, high)) =
-                self.consumer
-                    .fetch_watermarks(&state.topic, state.partition, METADATA_TIMEOUT)
-            else {
-                continue;
+            let bounds = match self.log_bounds(&state.topic, state.partition) {
+                Ok(bounds) => bounds,
+                Err(error) => {
+                    let reason = format!(
+                        "offset out of range, and the log bounds to apply on_offset_out_of_range cannot be read ({error}); trying again"
+                    );
+                    warn!(task = %self.id, topic = %state.topic, partition = state.partition, %reason);
+                    state.set_health(PartitionHealth::Error(reason));
+                    self.range_checks.push(state);
+                    continue;
+                }
             };
-            let position = state.committable();
-            if (low..=high).contains(&position) {
-                continue;
+            let fetching = positions
+                .as_ref()
+                .and_then(|p| p.find_partition(&state.topic, state.partition))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let committable = state.committable();
+            let outside = |offset: i64| !(bounds.low..=bounds.high).contains(&offset);
+            let offending = match fetching {
+                Some(position) if outside(position) => position,
+                _ if outside(committable) => committable,
+                _ => {
+                    if !state.is_running() {
+                        // Checked again after a failed read: in range after all, fetching resumes.
+                        state.set_health(PartitionHealth::Running);
+                        self.reposition(&state, fetching.unwrap_or(committable));
+                    }
+                    continue;
+                }
+            };
+            if !state.is_running() {
+                state.set_health(PartitionHealth::Running);
             }
-            let bounds = LogBounds { low, high };
-            self.apply_out_of_range(&state, position, bounds);
+            self.apply_out_of_range(&state, offending, bounds);
+        }
+    }
+
+    /// The log bounds of a source partition, read up to three times.
+    fn log_bounds(&self, topic: &str, partition: i32) -> Result<LogBounds, KafkaError> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .consumer
+                .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            {
+                Ok((low, high)) => return Ok(LogBounds { low, high }),
+                Err(error) if attempt >= 2 => return Err(error),
+                Err(_) => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(200 * attempt));
+                }
+            }
         }
     }
 
@@ -760,12 +906,7 @@ impl MirrorTask {
                     "offset out of range; reset by the stream's policy"
                 );
                 state.rewind(offset);
-                let _ = self.consumer.seek(
-                    &state.topic,
-                    state.partition,
-                    Offset::Offset(offset),
-                    METADATA_TIMEOUT,
-                );
+                self.reposition(state, offset);
             }
             StartDecision::OutOfRange { committed, bounds } => {
                 let reason = out_of_range_reason(committed, bounds);
@@ -803,12 +944,15 @@ impl MirrorTask {
                 later.push(p);
                 continue;
             }
-            let committed_offset = committed
-                .find_partition(&p.topic, p.partition)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
+            let committed_element = committed.find_partition(&p.topic, p.partition);
+            let mut committed_offset = committed_element.as_ref().and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+            let committed_id = committed_element
+                .as_ref()
+                .filter(|_| committed_offset.is_some())
+                .and_then(|e| topic_id_in_commit_metadata(e.metadata()));
             let (low, high) = match self.consumer.fetch_watermarks(
                 &p.topic,
                 p.partition,
@@ -821,29 +965,65 @@ impl MirrorTask {
                     continue;
                 }
             };
-            let decision = start_offset(
-                committed_offset,
-                self.stream.start_offset(&p.topic, p.partition),
-                self.stream.start_position,
-                self.stream.on_offset_out_of_range,
-                LogBounds { low, high },
-            );
-            let (position, health) = match decision {
-                StartDecision::At(offset) => (offset, PartitionHealth::Running),
-                StartDecision::OutOfRange { committed, bounds } => {
-                    let reason = out_of_range_reason(committed, bounds);
-                    error!(task = %self.id, topic = %p.topic, partition = p.partition, %reason, "partition not started");
-                    (committed, PartitionHealth::Error(reason))
+            let recreated = match &p.topic_id {
+                Some(current) => {
+                    match incarnation(committed_id.as_ref(), p.last_seen_id.as_ref(), current) {
+                        Incarnation::Recreated { previous } => Some(recreated_start(
+                            &p.topic,
+                            &previous,
+                            current,
+                            self.stream.on_source_topic_recreated,
+                        )),
+                        Incarnation::Same | Incarnation::Unknown => None,
+                    }
                 }
+                None => None,
             };
-            let state = Arc::new(PartitionState::new(
-                &p.topic,
-                p.partition,
-                p.route,
-                position,
-                Arc::clone(&self.failures),
-                Arc::clone(&self.metrics),
-            ));
+            let (position, health) = match recreated {
+                Some(RecreatedStart::Earliest) => {
+                    warn!(task = %self.id, topic = %p.topic, partition = p.partition, committed = ?committed_offset, earliest = low,
+                        "source topic was created again; its partition starts at the earliest offset of the new topic (on_source_topic_recreated = restart-earliest)");
+                    crate::metrics::metrics()
+                        .source_topic_recreations
+                        .with_label_values(&[self.stream.name.as_str()])
+                        .inc();
+                    // The offset committed for the old topic is not this partition's.
+                    committed_offset = None;
+                    (low, PartitionHealth::Running)
+                }
+                Some(RecreatedStart::Stop(reason)) => {
+                    error!(task = %self.id, topic = %p.topic, partition = p.partition, %reason, "partition not started");
+                    (
+                        committed_offset.unwrap_or(low),
+                        PartitionHealth::Error(reason),
+                    )
+                }
+                None => match start_offset(
+                    committed_offset,
+                    self.stream.start_offset(&p.topic, p.partition),
+                    self.stream.start_position,
+                    self.stream.on_offset_out_of_range,
+                    LogBounds { low, high },
+                ) {
+                    StartDecision::At(offset) => (offset, PartitionHealth::Running),
+                    StartDecision::OutOfRange { committed, bounds } => {
+                        let reason = out_of_range_reason(committed, bounds);
+                        error!(task = %self.id, topic = %p.topic, partition = p.partition, %reason, "partition not started");
+                        (committed, PartitionHealth::Error(reason))
+                    }
+                },
+            };
+            let state = Arc::new(
+                PartitionState::new(
+                    &p.topic,
+                    p.partition,
+                    p.route,
+                    position,
+                    Arc::clone(&self.failures),
+                    Arc::clone(&self.metrics),
+                )
+                .with_topic_id(p.topic_id),
+            );
             if let Some(offset) = committed_offset {
                 state.set_committed(offset);
             }
@@ -855,7 +1035,7 @@ impl MirrorTask {
                     p.partition,
                     Offset::Offset(position),
                 );
-                info!(task = %self.id, topic = %p.topic, partition = p.partition, position, "partition started");
+                info!(task = %self.id, topic = %p.topic, partition = p.partition, position, topic_id = ?state.topic_id, "partition started");
             }
             let slots = self.by_topic.entry(p.topic.clone()).or_default();
             if slots.len() <= p.partition as usize {
@@ -868,6 +1048,9 @@ impl MirrorTask {
             if let Err(error) = self.consumer.incremental_assign(&assignment) {
                 error!(task = %self.id, %error, "assign failed");
             }
+            // librdkafka keeps a partition's pause across unassign and assign: a partition of a topic
+            // forgotten while stopped (out of range in a re-created topic) would never fetch again.
+            let _ = self.consumer.resume(&assignment);
         }
         self.defer(later);
     }
@@ -906,13 +1089,19 @@ impl MirrorTask {
             {
                 state.skip_idle_to(position);
             }
+            // A partition stopped before its first commit keeps no offset: a commit now would make its
+            // start position look like a resumable one.
+            if !state.is_running() && state.committed().is_none() {
+                continue;
+            }
             let committable = state.committable();
             if state.committed() != Some(committable) {
-                let _ = offsets.add_partition_offset(
-                    &state.topic,
-                    state.partition,
-                    Offset::Offset(committable),
-                );
+                let mut element = offsets.add_partition(&state.topic, state.partition);
+                let _ = element.set_offset(Offset::Offset(committable));
+                // The topic's id goes with the offset: a later start can tell a re-created topic.
+                if let Some(id) = &state.topic_id {
+                    element.set_metadata(commit_metadata(id));
+                }
                 changed.push((state, committable));
             }
         }
@@ -992,12 +1181,21 @@ impl MirrorTask {
     }
 
     fn unresolved(&self) -> usize {
-        self.listed
+        let forgotten: usize = self
+            .forgotten
             .lock()
-            .expect("task partitions")
+            .expect("forgotten partitions")
             .iter()
             .map(|s| s.unresolved())
-            .sum()
+            .sum();
+        forgotten
+            + self
+                .listed
+                .lock()
+                .expect("task partitions")
+                .iter()
+                .map(|s| s.unresolved())
+                .sum::<usize>()
     }
 }
 

@@ -210,6 +210,17 @@ pub enum OutOfRangePolicy {
     ResetLatest,
 }
 
+/// What a datastream does when a source topic it mirrors was deleted and created again (a new topic id).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecreatedTopicPolicy {
+    /// Stop the topic's partitions in a visible error state: the old offsets mean nothing in the new log.
+    #[default]
+    Fail,
+    /// Mirror the new topic from its earliest offset.
+    RestartEarliest,
+}
+
 /// How destination partitions are chosen.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -263,6 +274,9 @@ pub struct DatastreamConfig {
     /// What happens when a committed offset is no longer in the source log.
     #[serde(default)]
     pub on_offset_out_of_range: OutOfRangePolicy,
+    /// What happens when a source topic is deleted and created again under the same name.
+    #[serde(default)]
+    pub on_source_topic_recreated: RecreatedTopicPolicy,
     /// Consumer group under which source offsets are committed; `aqueduct-<name>` by default.
     pub group_id: Option<String>,
     /// Upper bound on the tasks the stream's partitions are split into; the stream has

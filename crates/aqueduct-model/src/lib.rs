@@ -8,6 +8,7 @@ pub mod offsets;
 pub mod placement;
 pub mod start;
 pub mod time;
+pub mod topic_id;
 
 /// A configuration that cannot be used; `key` names the setting at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
