@@ -105,6 +105,8 @@ pub struct PartitionState {
     /// Records handed to a producer whose delivery report (success or failure) has not arrived: while any
     /// is left, a record of this partition may still land on the destination.
     outstanding: AtomicI64,
+    /// Stopped at its start: it never read a record.
+    never_ran: AtomicBool,
     pub metrics: Arc<PartitionMetrics>,
 }
 
@@ -131,8 +133,18 @@ impl PartitionState {
             bytes_acked: AtomicU64::new(0),
             committed: AtomicU64::new(u64::MAX),
             outstanding: AtomicI64::new(0),
+            never_ran: AtomicBool::new(false),
             metrics,
         }
+    }
+
+    /// The partition was stopped at its start and never read.
+    pub fn never_ran(&self) {
+        self.never_ran.store(true, Ordering::Relaxed);
+    }
+
+    pub fn has_never_run(&self) -> bool {
+        self.never_ran.load(Ordering::Relaxed)
     }
 
     /// The partition belongs to the topic with this id.

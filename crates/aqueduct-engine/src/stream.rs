@@ -362,8 +362,18 @@ impl Discovery {
             ) {
                 Ok(lookups) => lookups,
                 Err(error) => {
-                    warn!(stream = %self.context.stream.name, %error, "cannot read the source topics' ids; re-created topics are told apart by committed offsets only this round");
-                    BTreeMap::new()
+                    // New partitions wait: they must not start without knowing which topic they are of.
+                    let error = format!(
+                        "cannot read the topic ids of source cluster {}: {error}",
+                        self.sources[index].cluster
+                    );
+                    warn!(stream = %self.context.stream.name, %error, "new partitions wait");
+                    errors.push(error);
+                    self.shared.rediscover.store(true, Ordering::Release);
+                    topics
+                        .iter()
+                        .map(|(t, _)| (t.clone(), TopicLookup::Failed("no answer".into())))
+                        .collect()
                 }
             };
             // A topic whose id could not be read waits for the next round (asked for within a second):

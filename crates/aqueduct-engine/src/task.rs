@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use aqueduct_model::config::DatastreamConfig;
 use aqueduct_model::placement::destination_partition;
-use aqueduct_model::start::{start_offset, LogBounds, StartDecision};
+use aqueduct_model::start::{offending_offset, start_offset, LogBounds, StartDecision};
 use aqueduct_model::topic_id::{
     commit_metadata, incarnation, recreated_start, topic_id_in_commit_metadata, Incarnation,
     RecreatedStart, TopicId,
@@ -47,8 +47,8 @@ pub type Lags = Arc<Mutex<HashMap<(String, i32), i64>>>;
 #[derive(Debug)]
 pub struct CommitOutcome {
     pub result: Result<(), KafkaError>,
-    /// (topic, partition, offset) of the commit.
-    pub offsets: Vec<(String, i32, i64)>,
+    /// (topic, partition, offset, topic id from the commit's metadata) of the commit.
+    pub offsets: Vec<(String, i32, i64, Option<TopicId>)>,
 }
 
 /// The context of a task's consumer: it keeps the lag librdkafka reports in its statistics and the
@@ -76,7 +76,12 @@ impl TaskConsumerContext {
             .elements()
             .iter()
             .filter_map(|e| match e.offset() {
-                Offset::Offset(offset) => Some((e.topic().to_string(), e.partition(), offset)),
+                Offset::Offset(offset) => Some((
+                    e.topic().to_string(),
+                    e.partition(),
+                    offset,
+                    topic_id_in_commit_metadata(e.metadata()),
+                )),
                 _ => None,
             })
             .collect();
@@ -461,8 +466,12 @@ impl MirrorTask {
         }
         match outcome.result {
             Ok(()) => {
-                for (topic, partition, offset) in outcome.offsets {
-                    if let Some(state) = self.partition(&topic, partition) {
+                for (topic, partition, offset, id) in outcome.offsets {
+                    // A late answer for a topic that was since created again is not this partition's.
+                    if let Some(state) = self
+                        .partition(&topic, partition)
+                        .filter(|state| id.is_none() || state.topic_id == id)
+                    {
                         state.set_committed(offset);
                     }
                 }
@@ -781,18 +790,18 @@ impl MirrorTask {
             return;
         };
         let gone: Vec<Arc<PartitionState>> = slots.into_iter().flatten().collect();
-        // Only what is assigned can be unassigned (a stopped partition never was).
-        let mut unassign = TopicPartitionList::new();
-        if let Ok(assignment) = self.consumer.assignment() {
-            for element in assignment.elements_for_topic(topic) {
-                unassign.add_partition(topic, element.partition());
-            }
+        for state in &gone {
+            // Late reports of its records neither rewind nor move anything: the partition is retired (a
+            // new generation, not running), whatever comes of the topic's name next.
+            state.set_health(PartitionHealth::Error("the source topic is gone".into()));
+            state.rewind(state.committable());
+            // One at a time: a partition that is not assigned (stopped at its start) makes librdkafka refuse
+            // the whole list.
+            let _ =
+                self.consumer
+                    .incremental_unassign(&tpl(topic, state.partition, Offset::Invalid));
         }
-        if unassign.count() > 0 {
-            if let Err(error) = self.consumer.incremental_unassign(&unassign) {
-                warn!(task = %self.id, %topic, %error, "cannot unassign the partitions of a topic that is gone");
-            }
-        }
+        self.range_checks.retain(|s| s.topic != topic);
         self.listed
             .lock()
             .expect("task partitions")
@@ -847,18 +856,19 @@ impl MirrorTask {
                     _ => None,
                 });
             let committable = state.committable();
-            let outside = |offset: i64| !(bounds.low..=bounds.high).contains(&offset);
-            let offending = match fetching {
-                Some(position) if outside(position) => position,
-                _ if outside(committable) => committable,
-                _ => {
-                    if !state.is_running() {
-                        // Checked again after a failed read: in range after all, fetching resumes.
-                        state.set_health(PartitionHealth::Running);
-                        self.reposition(&state, fetching.unwrap_or(committable));
-                    }
-                    continue;
+            let Some(offending) = offending_offset(fetching, committable, bounds) else {
+                if !state.is_running() || fetching.is_none() {
+                    // Checked again after a failed read: in range after all. Records read meanwhile were
+                    // dropped (the partition was stopped), so reading resumes at the committable offset.
+                    state.set_health(PartitionHealth::Running);
+                    state.rewind(committable);
+                    self.reposition(&state, committable);
+                } else if let Some(position) = fetching {
+                    // In range now, yet it may be the partition librdkafka stopped (its log grew while the
+                    // bounds were read): a seek to where it reads restarts its fetching and skips nothing.
+                    self.reposition(&state, position);
                 }
+                continue;
             };
             if !state.is_running() {
                 state.set_health(PartitionHealth::Running);
@@ -935,6 +945,7 @@ impl MirrorTask {
             }
         };
         let mut assignment = TopicPartitionList::new();
+        let mut assigned: Vec<NewPartition> = Vec::new();
         let mut later = Vec::new();
         for p in partitions {
             if self.partition(&p.topic, p.partition).is_some() {
@@ -1017,17 +1028,20 @@ impl MirrorTask {
                 PartitionState::new(
                     &p.topic,
                     p.partition,
-                    p.route,
+                    Arc::clone(&p.route),
                     position,
                     Arc::clone(&self.failures),
                     Arc::clone(&self.metrics),
                 )
-                .with_topic_id(p.topic_id),
+                .with_topic_id(p.topic_id.clone().or(committed_id.clone())),
             );
             if let Some(offset) = committed_offset {
                 state.set_committed(offset);
             }
             let running = matches!(health, PartitionHealth::Running);
+            if !running {
+                state.never_ran();
+            }
             state.set_health(health);
             if running {
                 let _ = assignment.add_partition_offset(
@@ -1035,6 +1049,7 @@ impl MirrorTask {
                     p.partition,
                     Offset::Offset(position),
                 );
+                assigned.push(p.clone());
                 info!(task = %self.id, topic = %p.topic, partition = p.partition, position, topic_id = ?state.topic_id, "partition started");
             }
             let slots = self.by_topic.entry(p.topic.clone()).or_default();
@@ -1045,12 +1060,31 @@ impl MirrorTask {
             self.listed.lock().expect("task partitions").push(state);
         }
         if assignment.count() > 0 {
-            if let Err(error) = self.consumer.incremental_assign(&assignment) {
-                error!(task = %self.id, %error, "assign failed");
+            match self.consumer.incremental_assign(&assignment) {
+                Ok(()) => {
+                    // librdkafka keeps a partition's pause across unassign and assign: a partition of a
+                    // topic forgotten while stopped (out of range in a re-created topic) would never fetch
+                    // again.
+                    let _ = self.consumer.resume(&assignment);
+                }
+                Err(error) => {
+                    // Nothing of the list was assigned: the partitions are taken back and tried again.
+                    warn!(task = %self.id, %error, partitions = assigned.len(), "the consumer refused the assignment; the partitions start later");
+                    for p in &assigned {
+                        if let Some(slots) = self.by_topic.get_mut(&p.topic) {
+                            if let Some(slot) = slots.get_mut(p.partition as usize) {
+                                *slot = None;
+                            }
+                        }
+                    }
+                    self.listed.lock().expect("task partitions").retain(|s| {
+                        !assigned
+                            .iter()
+                            .any(|p| p.topic == s.topic && p.partition == s.partition)
+                    });
+                    later.extend(assigned);
+                }
             }
-            // librdkafka keeps a partition's pause across unassign and assign: a partition of a topic
-            // forgotten while stopped (out of range in a re-created topic) would never fetch again.
-            let _ = self.consumer.resume(&assignment);
         }
         self.defer(later);
     }
@@ -1089,9 +1123,9 @@ impl MirrorTask {
             {
                 state.skip_idle_to(position);
             }
-            // A partition stopped before its first commit keeps no offset: a commit now would make its
-            // start position look like a resumable one.
-            if !state.is_running() && state.committed().is_none() {
+            // A partition stopped at its start without a committed offset keeps none: a commit would make
+            // its start position look like a resumable one (a re-created topic under `fail`).
+            if state.has_never_run() && state.committed().is_none() {
                 continue;
             }
             let committable = state.committable();

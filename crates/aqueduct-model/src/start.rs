@@ -44,9 +44,33 @@ pub fn start_offset(
     }
 }
 
+/// After an out-of-range error (librdkafka names no partition): the offset of a partition that left its log,
+/// if any. The consumer's fetch position is what librdkafka refused; the committable offset (below what is in
+/// flight) counts too, since a restart would resume there.
+pub fn offending_offset(fetching: Option<i64>, committable: i64, bounds: LogBounds) -> Option<i64> {
+    let outside = |offset: i64| !(bounds.low..=bounds.high).contains(&offset);
+    match fetching {
+        Some(position) if outside(position) => Some(position),
+        _ if outside(committable) => Some(committable),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fetch_position_or_the_committable_offset_outside_the_log_is_the_offending_one() {
+        let bounds = BOUNDS;
+        assert_eq!(offending_offset(Some(150), 120, bounds), None);
+        assert_eq!(offending_offset(None, 120, bounds), None);
+        assert_eq!(offending_offset(Some(250), 120, bounds), Some(250));
+        assert_eq!(offending_offset(Some(250), 50, bounds), Some(250));
+        assert_eq!(offending_offset(Some(150), 50, bounds), Some(50));
+        assert_eq!(offending_offset(None, 50, bounds), Some(50));
+        assert_eq!(offending_offset(Some(200), 100, bounds), None);
+    }
 
     const BOUNDS: LogBounds = LogBounds {
         low: 100,

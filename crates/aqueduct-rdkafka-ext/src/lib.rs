@@ -151,8 +151,15 @@ pub fn describe_topic_ids<C: ClientContext>(
         }
         let mut count = 0usize;
         let descriptions = rd::rd_kafka_DescribeTopics_result_topics(result, &mut count);
+        if descriptions.is_null() {
+            count = 0;
+        }
         for i in 0..count {
             let description = *descriptions.add(i);
+            if description.is_null() {
+                // A topic the broker left out: reported as not in the answer below.
+                continue;
+            }
             let name = text(rd::rd_kafka_TopicDescription_name(description));
             let error = rd::rd_kafka_TopicDescription_error(description);
             let code = rd::rd_kafka_error_code(error);
