@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use aqueduct_control::NodeHandle;
+use aqueduct_model::tenancy::Policies;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -30,6 +31,8 @@ pub struct ApiState {
     pub node: Arc<NodeHandle>,
     pub tokens: Tokens,
     pub audit: Audit,
+    /// What each tenant's streams may read and write.
+    pub policies: Policies,
 }
 
 impl ApiState {
@@ -38,10 +41,13 @@ impl ApiState {
         let api = &node.config.api;
         let tokens = Tokens::new(&api.tokens);
         let audit = Audit::open(api.audit_log.as_deref())?;
+        let policies = Policies::new(&node.config.tenants)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Self {
             node,
             tokens,
             audit,
+            policies,
         })
     }
 }

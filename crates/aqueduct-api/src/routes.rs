@@ -485,11 +485,21 @@ pub async fn create(
                 }
                 _ => {}
             }
+            if let Principal::Tenant(tenant) = &principal {
+                // The tenant's streams consume under its group prefix.
+                if let (None, Some(prefix)) = (
+                    &stream.group_id,
+                    state.policies.get(tenant).and_then(|p| p.group_prefix()),
+                ) {
+                    stream.group_id = Some(format!("{prefix}{}", stream.name));
+                }
+            }
             state
                 .node
                 .config
                 .validate_datastream(&stream)
                 .map_err(|e| ApiError::invalid(e.key, e.reason))?;
+            within_policy(state, &principal, &stream)?;
             let created = state
                 .node
                 .store
@@ -505,6 +515,16 @@ pub async fn create(
         }
     })
     .await
+}
+
+/// A tenant's stream must stay inside its policy (403 naming the rule); admins are not bound by policies.
+fn within_policy(state: &ApiState, principal: &Principal, stream: &DatastreamConfig) -> Result<()> {
+    let Principal::Tenant(tenant) = principal else {
+        return Ok(());
+    };
+    state.policies.check(tenant, stream).map_err(|violation| {
+        ApiError::new(StatusCode::FORBIDDEN, violation.to_string()).with_field(violation.field())
+    })
 }
 
 /// Reads, checks access and the precondition, changes, and writes a stream, at the version it read.
@@ -534,6 +554,7 @@ where
         .config
         .validate_datastream(&next)
         .map_err(|e| ApiError::invalid(e.key, e.reason))?;
+    within_policy(state, principal, &next)?;
     let updated = if next == current.stream {
         current
     } else {

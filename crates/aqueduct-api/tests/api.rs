@@ -17,6 +17,8 @@ use tower::ServiceExt;
 const ADMIN: &str = "admin-token";
 const TEAM_A: &str = "team-a-token";
 const TEAM_B: &str = "team-b-token";
+/// A tenant without a policy in the node file.
+const TEAM_C: &str = "team-c-token";
 
 struct Api {
     router: Router,
@@ -39,10 +41,23 @@ tenant = "team-a"
 [[api.tokens]]
 sha256 = "{}"
 tenant = "team-b"
+[[api.tokens]]
+sha256 = "{}"
+tenant = "team-c"
+
+[tenants.team-a]
+group_prefix = "team-a."
+read = [{{ cluster = "source", topics = ["orders\\..*"] }}]
+write = [{{ cluster = "destination", topics = ["mirror\\.orders\\..*"] }}]
+
+[tenants.team-b]
+read = [{{ cluster = "source", topics = [".*"] }}]
+write = [{{ cluster = "destination", topics = ["mirror\\..*"] }}]
 "#,
             digest(ADMIN),
             digest(TEAM_A),
-            digest(TEAM_B)
+            digest(TEAM_B),
+            digest(TEAM_C)
         )
     } else {
         String::new()
@@ -574,4 +589,149 @@ async fn health_readiness_and_the_openapi_document() {
             "{route} is routed but not documented"
         );
     }
+}
+
+/// Every stream definition the admin sees, with its version.
+async fn everything(api: &Api) -> Value {
+    let (status, list, _) = api
+        .call(Method::GET, "/v1/datastreams", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let mut streams = Vec::new();
+    for item in list["items"].as_array().unwrap() {
+        let name = item["name"].as_str().unwrap();
+        let (_, body, _) = api
+            .call(
+                Method::GET,
+                &format!("/v1/datastreams/{name}?lag=false"),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        streams.push(json!({"version": body["version"], "definition": body["definition"]}));
+    }
+    Value::Array(streams)
+}
+
+#[tokio::test]
+async fn a_tenant_s_streams_stay_inside_its_policy() {
+    let api = api(true);
+    let definition = |change: &dyn Fn(&mut Value)| {
+        let mut value = json!({
+            "name": "eu",
+            "destination": "destination",
+            "destination_topic": "mirror.{topic}",
+            "sources": [{"cluster": "source", "topics": ["orders.eu"]}],
+        });
+        change(&mut value);
+        value.to_string()
+    };
+    // Inside the policy: created, consuming under the tenant's group prefix.
+    let (status, body, _) = api
+        .call(
+            Method::POST,
+            "/v1/datastreams",
+            Some(TEAM_A),
+            Some(&definition(&|_| {})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["definition"]["group_id"], "team-a.eu");
+    let before = everything(&api).await;
+
+    // Outside: 403 naming the rule, and nothing written.
+    type Change = Box<dyn Fn(&mut Value)>;
+    let refused: Vec<(Change, &str, &str)> = vec![
+        (
+            Box::new(|v| v["sources"][0]["topics"] = json!(["payments"])),
+            "sources",
+            "may not read topic payments",
+        ),
+        (
+            Box::new(|v| v["sources"][0]["topics"] = json!(["__consumer_offsets"])),
+            "sources",
+            "internal topics",
+        ),
+        (
+            Box::new(|v| v["destination"] = json!("source")),
+            "destination",
+            "may not write cluster source",
+        ),
+        (
+            Box::new(|v| v["destination_topic"] = json!("copy.{topic}")),
+            "destination_topic",
+            "may not write topic copy.orders.eu",
+        ),
+        (
+            Box::new(|v| v["group_id"] = json!("team-b.eu")),
+            "group_id",
+            "does not start with team-a.",
+        ),
+    ];
+    for (change, field, words) in &refused {
+        let mut body = definition(&|_| {});
+        let mut value: Value = serde_json::from_str(&body).unwrap();
+        value["name"] = json!("other");
+        change(&mut value);
+        body = value.to_string();
+        let (status, answer, _) = api
+            .call(Method::POST, "/v1/datastreams", Some(TEAM_A), Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}: {answer}");
+        assert_eq!(answer["field"], *field, "{answer}");
+        let message = answer["error"]
+            .as_str()
+            .or(answer["message"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert!(answer.to_string().contains(words), "{answer}");
+        assert!(
+            answer.to_string().contains("tenants.team-a"),
+            "{message} {answer}"
+        );
+    }
+    // A change that leaves the policy is refused the same way.
+    let (status, answer, _) = api
+        .call(
+            Method::PATCH,
+            "/v1/datastreams/eu",
+            Some(TEAM_A),
+            Some(r#"{"sources": [{"cluster": "source", "topics": ["payments"]}]}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    // A tenant without a policy may mirror nothing.
+    let (status, answer, _) = api
+        .call(
+            Method::POST,
+            "/v1/datastreams",
+            Some(TEAM_C),
+            Some(&definition(&|v| v["name"] = json!("c"))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert!(answer.to_string().contains("has no policy"), "{answer}");
+    // Properties that load code, read files or weaken security are refused for everyone, admins too.
+    for (token, property) in [
+        (TEAM_B, "plugin.library.paths"),
+        (ADMIN, "plugin.library.paths"),
+        (ADMIN, "ssl.ca.location"),
+        (ADMIN, "enable.ssl.certificate.verification"),
+        (ADMIN, "debug"),
+    ] {
+        let body = definition(&|v| {
+            v["name"] = json!("props");
+            v["consumer_properties"] = json!({ property: "x" });
+        });
+        let (status, answer, _) = api
+            .call(Method::POST, "/v1/datastreams", Some(token), Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{property}: {answer}");
+        assert!(answer.to_string().contains("node file"), "{answer}");
+    }
+    assert_eq!(
+        everything(&api).await,
+        before,
+        "a refused request changed the store"
+    );
 }

@@ -10,7 +10,9 @@ use std::path::Path;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::client_properties::{self, ClientRole};
 use crate::naming::TopicNaming;
+use crate::tenancy::{Policies, TenantPolicy};
 use crate::ConfigError;
 
 /// The whole node configuration.
@@ -32,6 +34,9 @@ pub struct NodeConfig {
     /// Datastreams this node runs (single-node mode).
     #[serde(default)]
     pub datastreams: Vec<DatastreamConfig>,
+    /// What each tenant's streams may read and write, by tenant name (the same on every node).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, TenantPolicy>,
 }
 
 /// Settings of one node.
@@ -461,6 +466,33 @@ impl NodeConfig {
     }
 
     /// Cross-field checks; the error names the offending key.
+    fn validate_tenants(&self) -> Result<(), ConfigError> {
+        for (tenant, policy) in &self.tenants {
+            validate_name(&format!("tenants.{tenant}"), tenant)?;
+            for (what, grants) in [("read", &policy.read), ("write", &policy.write)] {
+                for (i, grant) in grants.iter().enumerate() {
+                    if !self.clusters.contains_key(&grant.cluster) {
+                        return Err(ConfigError::invalid(
+                            format!("tenants.{tenant}.{what}[{i}].cluster"),
+                            format!("unknown cluster `{}`", grant.cluster),
+                        ));
+                    }
+                }
+            }
+            if policy
+                .group_prefix
+                .as_deref()
+                .is_some_and(|p| p.trim().is_empty())
+            {
+                return Err(ConfigError::invalid(
+                    format!("tenants.{tenant}.group_prefix"),
+                    "must not be empty",
+                ));
+            }
+        }
+        Policies::new(&self.tenants).map(|_| ())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let node = &self.node;
         if !(1024 * 1024..=MAX_IN_FLIGHT_BYTES).contains(&node.max_in_flight_bytes) {
@@ -491,6 +523,7 @@ impl NodeConfig {
         }
         self.validate_cluster()?;
         self.validate_api()?;
+        self.validate_tenants()?;
         for (name, cluster) in &self.clusters {
             let key = format!("clusters.{name}");
             validate_name(&key, name)?;
@@ -759,31 +792,19 @@ impl NodeConfig {
                 }
             }
         }
-        for (field, properties, reserved) in [
-            (
-                "consumer_properties",
-                &stream.consumer_properties,
-                RESERVED_CONSUMER_PROPERTIES,
-            ),
-            (
-                "producer_properties",
-                &stream.producer_properties,
-                RESERVED_PRODUCER_PROPERTIES,
-            ),
+        // Datastream definitions come through the REST API from tenants: only tunables, within bounds.
+        // Credentials, files, plugins and security settings belong to the clusters of the node file.
+        for (role, properties) in [
+            (ClientRole::Consumer, &stream.consumer_properties),
+            (ClientRole::Producer, &stream.producer_properties),
         ] {
-            if let Some(name) = properties.keys().find(|k| reserved.contains(&k.as_str())) {
-                return Err(ConfigError::invalid(
-                    format!("{key}.{field}.{name}"),
-                    "is managed by aqueduct and cannot be overridden",
-                ));
-            }
-            // Datastream definitions travel through the REST API and are shown by it: credentials belong
-            // to the clusters of the node's config file.
-            if let Some(name) = properties.keys().find(|k| is_credential(k)) {
-                return Err(ConfigError::invalid(
-                    format!("{key}.{field}.{name}"),
-                    "credentials cannot be set per datastream; put them in the cluster's properties in the node config",
-                ));
+            for (name, value) in properties {
+                if let Err(error) = client_properties::check(role, name, value) {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.{}", error.key()),
+                        error.to_string(),
+                    ));
+                }
             }
         }
         Ok(())

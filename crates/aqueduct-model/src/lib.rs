@@ -2,11 +2,13 @@
 //! bookkeeping, topic selection and naming, partition placement and start positions. No I/O here, so all of
 //! it is tested without servers.
 
+pub mod client_properties;
 pub mod config;
 pub mod naming;
 pub mod offsets;
 pub mod placement;
 pub mod start;
+pub mod tenancy;
 pub mod time;
 pub mod topic_id;
 
