@@ -1061,3 +1061,72 @@ topics = ["{topic}"]
     assert_eq!(all_values(&destination, &offline, 800), vec![expected; 2]);
     engine.shutdown();
 }
+
+#[test]
+fn a_tenant_s_stream_reads_and_writes_only_what_its_policy_grants() {
+    let pair = pair();
+    let (source, destination) = (pair.source.bootstrap(), pair.destination.bootstrap());
+    let prefix = random_name("granted");
+    let (granted, unwritable, foreign) = (
+        format!("{prefix}-a"),
+        format!("{prefix}-b"),
+        random_name("foreign"),
+    );
+    for topic in [&granted, &unwritable, &foreign] {
+        create_topic(&source, topic, 1, &[]).unwrap();
+        write_texts(&source, topic, 1, 20, "r");
+    }
+    // The stream selects every topic; the owner's policy narrows it.
+    let config = node_config(
+        &source,
+        &destination,
+        &format!(
+            r#"
+[tenants.team]
+read = [{{ cluster = "source", topics = ["{prefix}-.*"] }}]
+write = [{{ cluster = "destination", topics = ["{granted}"] }}]
+
+[[datastreams]]
+name = "tenant-wide"
+owner = "team"
+destination = "destination"
+topic_refresh_interval_secs = 2
+[[datastreams.sources]]
+cluster = "source"
+topic_pattern = ".*"
+"#
+        ),
+    );
+    let engine = Engine::start(&config).unwrap();
+    assert_eq!(
+        all_values(&destination, &granted, 20),
+        vec![texts("r", 0..20)]
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            engine
+                .status()
+                .stream("tenant-wide")
+                .unwrap()
+                .errors
+                .iter()
+                .any(|e| e.contains(&format!("may not write topic {unwritable}")))
+        }),
+        "{:#?}",
+        engine.status()
+    );
+    let status = engine.status();
+    let stream = status.stream("tenant-wide").unwrap();
+    assert!(
+        stream.partitions().all(|p| p.topic == granted),
+        "only the granted topic is read: {stream:#?}"
+    );
+    for topic in [&unwritable, &foreign] {
+        assert_eq!(
+            aqueduct_testkit::partition_count(&destination, topic).unwrap(),
+            None,
+            "{topic} was mirrored"
+        );
+    }
+    engine.shutdown();
+}

@@ -485,14 +485,16 @@ pub async fn create(
                 }
                 _ => {}
             }
-            if let Principal::Tenant(tenant) = &principal {
-                // The tenant's streams consume under its group prefix.
-                if let (None, Some(prefix)) = (
-                    &stream.group_id,
-                    state.policies.get(tenant).and_then(|p| p.group_prefix()),
-                ) {
-                    stream.group_id = Some(format!("{prefix}{}", stream.name));
-                }
+            // A tenant's streams consume under its group prefix.
+            if let (None, Some(prefix)) = (
+                &stream.group_id,
+                stream
+                    .owner
+                    .as_deref()
+                    .and_then(|owner| state.policies.get(owner))
+                    .and_then(|p| p.group_prefix()),
+            ) {
+                stream.group_id = Some(format!("{prefix}{}", stream.name));
             }
             state
                 .node
@@ -517,12 +519,18 @@ pub async fn create(
     .await
 }
 
-/// A tenant's stream must stay inside its policy (403 naming the rule); admins are not bound by policies.
+/// A tenant's stream stays inside the tenant's policy, whoever writes it (403 naming the rule); a tenant
+/// without a policy may write no stream. Streams without an owner are bound by no policy.
 fn within_policy(state: &ApiState, principal: &Principal, stream: &DatastreamConfig) -> Result<()> {
-    let Principal::Tenant(tenant) = principal else {
-        return Ok(());
+    let checked = match (principal, stream.owner.as_deref()) {
+        (Principal::Tenant(tenant), _) => state.policies.check(tenant, stream),
+        (_, Some(owner)) => state
+            .policies
+            .get(owner)
+            .map_or(Ok(()), |policy| policy.check(stream)),
+        (_, None) => Ok(()),
     };
-    state.policies.check(tenant, stream).map_err(|violation| {
+    checked.map_err(|violation| {
         ApiError::new(StatusCode::FORBIDDEN, violation.to_string()).with_field(violation.field())
     })
 }
@@ -554,7 +562,6 @@ where
         .config
         .validate_datastream(&next)
         .map_err(|e| ApiError::invalid(e.key, e.reason))?;
-    within_policy(state, principal, &next)?;
     let updated = if next == current.stream {
         current
     } else {
@@ -587,6 +594,8 @@ pub async fn update(
         let body: Value = parse_json(body)?;
         let current = visible(state, &principal, name).await?;
         let patched = patch::apply(&current.stream, &body)?;
+        // Pauses stay possible for a stream a narrowed policy no longer covers; a change must fit it.
+        within_policy(state, &principal, &patched.stream)?;
         if patched.renames_destination {
             let mirrored = lag_of(state, &current.stream)
                 .await

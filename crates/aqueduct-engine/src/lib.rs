@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use aqueduct_model::config::{ClusterConfig, DatastreamConfig, NodeConfig, NodeSettings};
 use aqueduct_model::placement::TaskSlice;
+use aqueduct_model::tenancy::Policies;
 use rdkafka::error::KafkaError;
 use tracing::{info, warn};
 
@@ -53,6 +54,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Engine {
     clusters: BTreeMap<String, ClusterConfig>,
     node: NodeSettings,
+    /// Tenants' policies: a stream owned by a tenant with one reads and writes only what it grants.
+    policies: Policies,
     budget: Arc<InFlightBudget>,
     /// Each pool's share of the node's cap.
     pool_share: u64,
@@ -97,9 +100,12 @@ impl Engine {
         } else {
             config.node.max_in_flight_bytes
         };
+        let policies =
+            Policies::new(&config.tenants).map_err(|e| EngineError::Config(e.to_string()))?;
         Ok(Self {
             clusters: config.clusters.clone(),
             node: config.node.clone(),
+            policies,
             budget,
             pool_share,
             lease: Arc::new(Lease::unlimited()),
@@ -206,7 +212,13 @@ impl Engine {
                 pool
             }
         };
+        let policy = stream
+            .owner
+            .as_deref()
+            .and_then(|owner| self.policies.get(owner))
+            .cloned();
         let runner = StreamRunner::start(StreamContext {
+            policy,
             stream,
             clusters: self.clusters.clone(),
             node: self.node.clone(),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use aqueduct_model::config::{ClusterConfig, DatastreamConfig, NodeSettings};
 use aqueduct_model::naming::{is_replicated_topic_config, TopicFilter, TopicNaming};
 use aqueduct_model::placement::{task_for_partition, TaskSlice};
+use aqueduct_model::tenancy::Policy;
 use aqueduct_model::topic_id::TopicId;
 use aqueduct_rdkafka_ext::{describe_topic_ids, TopicLookup};
 use futures_executor::block_on;
@@ -49,6 +50,8 @@ pub struct StreamContext {
     pub slice: Option<TaskSlice>,
     /// Tasks forward records only while the node's lease is valid.
     pub lease: Arc<Lease>,
+    /// The policy of the stream's owner, when it has one: only what it grants is read and written.
+    pub policy: Option<Policy>,
 }
 
 #[derive(Default)]
@@ -538,6 +541,13 @@ impl Discovery {
             .topics()
             .iter()
             .filter(|t| t.error().is_none() && source.filter.matches(t.name()))
+            // The owner's policy narrows what the stream's topics and pattern select.
+            .filter(|t| {
+                self.context
+                    .policy
+                    .as_ref()
+                    .is_none_or(|p| p.may_read(&source.cluster, t.name()))
+            })
             .map(|t| (t.name().to_string(), t.partitions().len() as i32))
             .filter(|(_, partitions)| *partitions > 0)
             .collect())
@@ -553,6 +563,16 @@ impl Discovery {
         let source_cluster = &self.sources[index].cluster;
         let destination = self.naming.destination(source_cluster, topic);
         let stream = Arc::clone(&self.context.stream);
+        if let Some(policy) = &self.context.policy {
+            if !policy.may_write(&stream.destination, &destination) {
+                return Err(format!(
+                    "tenant {} may not write topic {destination} of cluster {} (tenants.{}.write): source topic {topic} is not mirrored",
+                    policy.tenant(),
+                    stream.destination,
+                    policy.tenant()
+                ));
+            }
+        }
         let existing = self
             .destination_partitions(&destination)
             .map_err(|e| format!("cannot read destination topic {destination}: {e}"))?;

@@ -572,6 +572,17 @@ impl NodeConfig {
             }
             self.validate_stream(&key, stream)?;
         }
+        // The streams of a tenant with a policy stay inside it, from a node file too.
+        let policies = Policies::new(&self.tenants)?;
+        for (i, stream) in self.datastreams.iter().enumerate() {
+            let policy = stream.owner.as_deref().and_then(|o| policies.get(o));
+            if let Some(Err(violation)) = policy.map(|p| p.check(stream)) {
+                return Err(ConfigError::invalid(
+                    format!("datastreams[{i}].{}", violation.field()),
+                    violation.to_string(),
+                ));
+            }
+        }
         Ok(())
     }
 
