@@ -853,14 +853,20 @@ pub fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
+    if !valid {
+        return Err(ConfigError::invalid(
             key,
             format!("`{name}` must be 1-100 characters of letters, digits, `.`, `_` and `-`"),
-        ))
+        ));
     }
+    // Names become path segments (ZooKeeper nodes, files, URLs), where these two mean something else.
+    if name == "." || name == ".." {
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{name}` is not a name: `.` and `..` are refused"),
+        ));
+    }
+    Ok(())
 }
 
 /// Kafka topic names: 1-249 of `[A-Za-z0-9._-]`, not `.` or `..`.

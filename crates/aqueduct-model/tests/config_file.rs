@@ -156,6 +156,34 @@ fn validation_names_the_key() {
 }
 
 #[test]
+fn dot_names_are_refused_with_their_key() {
+    for dots in [".", ".."] {
+        let error =
+            error_of(&VALID.replace("name = \"dc1-orders\"", &format!("name = \"{dots}\"")));
+        assert!(
+            error.contains("datastreams[0].name") && error.contains("refused"),
+            "{error}"
+        );
+        let error = error_of(&format!("[cluster]\ninstance = \"{dots}\"\n{VALID}"));
+        assert!(
+            error.contains("cluster.instance") && error.contains("refused"),
+            "{error}"
+        );
+        let error = error_of(
+            &VALID
+                .replace("[clusters.agg]", &format!("[clusters.\"{dots}\"]"))
+                .replace(
+                    "destination = \"agg\"",
+                    &format!("destination = \"{dots}\""),
+                ),
+        );
+        assert!(error.contains("refused"), "{error}");
+    }
+    // Dots inside a name stay allowed.
+    assert!(NodeConfig::from_sources(&VALID.replace("dc1-orders", "dc1.orders"), no_env()).is_ok());
+}
+
+#[test]
 fn mirroring_a_cluster_into_itself_needs_a_new_topic_name() {
     let toml = VALID
         .replace("destination = \"agg\"", "destination = \"dc1\"")
