@@ -855,3 +855,55 @@ fn a_stopped_partition_or_an_unreachable_source_is_an_error_in_the_status_metric
         "{ready}"
     );
 }
+
+#[test]
+fn a_node_file_s_stream_deleted_through_the_api_stays_deleted() {
+    let zookeeper = ZooKeeper::start().unwrap();
+    let cluster = random_name("seeded");
+    let file = r#"
+[[datastreams]]
+name = "deleted"
+destination = "destination"
+destination_topic = "mirror.{topic}"
+[[datastreams.sources]]
+cluster = "source"
+topics = ["seeded-orders"]
+
+[[datastreams]]
+name = "kept"
+destination = "destination"
+destination_topic = "mirror.{topic}"
+[[datastreams.sources]]
+cluster = "source"
+topics = ["seeded-orders"]
+"#;
+    let mut node = start_node_with(&cluster, &zookeeper.connect_string(), "a", file);
+    wait("both streams seeded", Duration::from_secs(30), || {
+        call(&node, "GET", "/v1/datastreams/kept?lag=false", None).0 == 200
+            && call(&node, "GET", "/v1/datastreams/deleted?lag=false", None).0 == 200
+    });
+    let (status, body) = call(&node, "DELETE", "/v1/datastreams/deleted", None);
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(node.process.terminate(), Some(0));
+
+    // The node comes back with the file and one stream more, seeded after the others: once that one is
+    // there, the file was seeded again, and the deletion must hold.
+    let file = format!(
+        "{file}{}",
+        file.split("[[datastreams]]")
+            .nth(2)
+            .map(|kept| format!("[[datastreams]]{}", kept.replace("\"kept\"", "\"added\"")))
+            .unwrap()
+    );
+    let mut node = start_node_with(&cluster, &zookeeper.connect_string(), "a", &file);
+    wait("the file seeded again", Duration::from_secs(30), || {
+        call(&node, "GET", "/v1/datastreams/added?lag=false", None).0 == 200
+    });
+    assert_eq!(
+        call(&node, "GET", "/v1/datastreams/kept?lag=false", None).0,
+        200
+    );
+    let (status, body) = call(&node, "GET", "/v1/datastreams/deleted?lag=false", None);
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(node.process.terminate(), Some(0));
+}

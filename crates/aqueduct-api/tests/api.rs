@@ -739,3 +739,82 @@ async fn a_tenant_s_streams_stay_inside_its_policy() {
         "a refused request changed the store"
     );
 }
+
+#[tokio::test]
+async fn a_node_file_s_stream_deleted_through_the_api_stays_deleted_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig::from_sources(
+        &format!(
+            r#"
+[cluster]
+data_dir = "{data}"
+
+[clusters.source]
+bootstrap_servers = "127.0.0.1:1"
+[clusters.destination]
+bootstrap_servers = "127.0.0.1:2"
+
+[[datastreams]]
+name = "from-file"
+destination = "destination"
+destination_topic = "mirror.{{topic}}"
+[[datastreams.sources]]
+cluster = "source"
+topics = ["orders"]
+"#,
+            data = dir.path().display(),
+        ),
+        Vec::new(),
+    )
+    .unwrap();
+    // Runs a node of `config` until the returned sender fires; answers once it has seeded its file.
+    let run = |config: NodeConfig| async {
+        let node = Node::start(config).unwrap();
+        let handle = Arc::clone(&node.handle);
+        let api = Api {
+            router: router(Arc::new(ApiState::new(Arc::clone(&handle)).unwrap())),
+            audit: dir.path().join("audit.log"),
+            _dir: tempfile::tempdir().unwrap(),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(node.run(async {
+            let _ = stopped.await;
+        }));
+        let mut ready = handle.ready.clone();
+        tokio::time::timeout(std::time::Duration::from_secs(30), ready.wait_for(|r| *r))
+            .await
+            .expect("the node is ready in time")
+            .unwrap();
+        (api, stop, running)
+    };
+    let (api, stop, running) = run(config.clone()).await;
+    let (status, body, _) = api
+        .call(
+            Method::GET,
+            "/v1/datastreams/from-file?lag=false",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "seeded from the file: {body}");
+    let (status, body, _) = api
+        .call(Method::DELETE, "/v1/datastreams/from-file", None, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    stop.send(()).unwrap();
+    running.await.unwrap();
+
+    // Started again with the same file: the deletion holds.
+    let (api, stop, running) = run(config).await;
+    let (status, body, _) = api
+        .call(
+            Method::GET,
+            "/v1/datastreams/from-file?lag=false",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}

@@ -218,6 +218,10 @@ async fn seed(config: &NodeConfig, session: &Session, layout: &Layout) {
         match store::seed_datastream(&session.client, layout, &stream.name, stream).await {
             Ok(Seeded::Created) => info!(stream = %stream.name, "datastream added to the cluster"),
             Ok(Seeded::Unchanged) => {}
+            Ok(Seeded::Deleted) => info!(
+                stream = %stream.name,
+                "datastream of the config file was deleted through the API; it stays deleted"
+            ),
             Ok(Seeded::Differs) => warn!(
                 stream = %stream.name,
                 "the cluster's definition of this datastream differs from the config file; the cluster's is used"

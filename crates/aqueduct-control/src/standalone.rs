@@ -33,7 +33,18 @@ pub async fn run(
 ) {
     let instance = config.cluster.instance_name();
     for stream in &config.datastreams {
-        match store.create(stream).await {
+        // Seeded once and deleted through the API since: it stays deleted.
+        if store.was_seeded(&stream.name) && store.get(&stream.name).await.is_err() {
+            info!(stream = %stream.name, "datastream of the config file was deleted through the API; it stays deleted");
+            continue;
+        }
+        let created = store.create(stream).await;
+        if matches!(created, Ok(_) | Err(StoreError::Exists(_))) {
+            if let Err(error) = store.mark_seeded(&stream.name) {
+                warn!(stream = %stream.name, %error, "cannot remember that the datastream was seeded");
+            }
+        }
+        match created {
             Ok(_) => info!(stream = %stream.name, "datastream added"),
             Err(StoreError::Exists(_)) => {
                 if store.get(&stream.name).await.map(|v| v.stream) != Ok(stream.clone()) {

@@ -75,6 +75,25 @@ impl StreamStore {
         })
     }
 
+    /// Whether a node file's datastream was seeded into this store before (standalone with a data
+    /// directory: a marker file next to the definitions). Without a directory nothing is remembered.
+    pub fn was_seeded(&self, name: &str) -> bool {
+        match self {
+            StreamStore::Local { dir: Some(dir), .. } => dir.join("seeded").join(name).exists(),
+            _ => false,
+        }
+    }
+
+    /// Remembers that a node file's datastream was seeded, so that once deleted it stays deleted.
+    pub fn mark_seeded(&self, name: &str) -> Result<(), StoreError> {
+        if let StreamStore::Local { dir: Some(dir), .. } = self {
+            let seeded = dir.join("seeded");
+            std::fs::create_dir_all(&seeded).map_err(unavailable)?;
+            std::fs::write(seeded.join(name), b"").map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
     fn session(sessions: &watch::Receiver<Option<Session>>) -> Result<Session, StoreError> {
         sessions
             .borrow()

@@ -78,6 +78,17 @@ impl Layout {
         format!("{}/datastreams/{name}", self.root)
     }
 
+    /// Parent of the markers of datastreams seeded from a node file.
+    pub fn seeded(&self) -> String {
+        format!("{}/seeded", self.root)
+    }
+
+    /// Marker of a datastream seeded from a node file: once there, the file never seeds it again (a stream
+    /// deleted through the API stays deleted).
+    pub fn seeded_datastream(&self, name: &str) -> String {
+        format!("{}/seeded/{name}", self.root)
+    }
+
     /// Parent of the ownership nodes of a stream's tasks.
     pub fn owners(&self, stream: &str) -> String {
         format!("{}/owners/{stream}", self.root)

@@ -209,28 +209,54 @@ pub enum Seeded {
     Unchanged,
     /// The cluster holds a different definition; it was kept.
     Differs,
+    /// Seeded once and deleted since: it stays deleted.
+    Deleted,
 }
 
-/// Writes a datastream definition if the cluster has none of that name.
+/// Writes a datastream definition of a node file if the cluster has none of that name and never had it
+/// from a node file: a stream seeded once and deleted since stays deleted.
 pub async fn seed_datastream<T: Serialize + DeserializeOwned + PartialEq>(
     client: &zk::Client,
     layout: &Layout,
     name: &str,
     stream: &T,
 ) -> Result<Seeded, CoordinationError> {
-    match client.mkdir(&layout.datastreams(), &persistent()).await {
-        Ok(()) | Err(zk::Error::NodeExists) => {}
-        Err(error) => return Err(error.into()),
+    for parent in [layout.datastreams(), layout.seeded()] {
+        match client.mkdir(&parent, &persistent()).await {
+            Ok(()) | Err(zk::Error::NodeExists) => {}
+            Err(error) => return Err(error.into()),
+        }
     }
+    let marked = match client.check_stat(&layout.seeded_datastream(name)).await {
+        Ok(stat) => stat.is_some(),
+        Err(error) => return Err(error.into()),
+    };
+    let seeded = if marked {
+        match datastream::<T>(client, layout, name).await? {
+            None => return Ok(Seeded::Deleted),
+            Some(existing) if existing == *stream => Seeded::Unchanged,
+            Some(_) => Seeded::Differs,
+        }
+    } else {
+        match client
+            .create(&layout.datastream(name), &json(stream), &persistent())
+            .await
+        {
+            Ok(_) => Seeded::Created,
+            Err(zk::Error::NodeExists) => match datastream::<T>(client, layout, name).await? {
+                Some(existing) if existing == *stream => Seeded::Unchanged,
+                _ => Seeded::Differs,
+            },
+            Err(error) => return Err(error.into()),
+        }
+    };
+    // The marker follows the definition: a crash in between leaves a definition without one, which the
+    // next seeding marks (never a marker without the definition it stands for).
     match client
-        .create(&layout.datastream(name), &json(stream), &persistent())
+        .create(&layout.seeded_datastream(name), &[], &persistent())
         .await
     {
-        Ok(_) => Ok(Seeded::Created),
-        Err(zk::Error::NodeExists) => match datastream::<T>(client, layout, name).await? {
-            Some(existing) if existing == *stream => Ok(Seeded::Unchanged),
-            _ => Ok(Seeded::Differs),
-        },
+        Ok(_) | Err(zk::Error::NodeExists) => Ok(seeded),
         Err(error) => Err(error.into()),
     }
 }
