@@ -149,6 +149,8 @@ fn the_puppet_module_parses_and_renders_a_config_aqueduct_accepts() {
         'aggregate' => {'bootstrap_servers' => 'kafka-agg:9092'}}, api_listen => '0.0.0.0:8080', \
         api_tokens => [{'sha256' => '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08', 'admin' => true}, \
         {'sha256' => '60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752', 'tenant' => 'team-a'}], \
+        tenants => {'team-a' => {'group_prefix' => 'team-a.', 'read' => [{'cluster' => 'dc1', 'topics' => ['orders\\..*', 'payments']}], \
+        'write' => [{'cluster' => 'aggregate', 'topics' => ['dc1\\.orders\\..*']}]}}, \
         max_in_flight_bytes => 268435456, max_tasks_per_instance => 64, session_timeout_ms => 10000, log_format => 'json'}";
     let (code, rendered, err) = puppet(&[
         "epp",
@@ -159,9 +161,15 @@ fn the_puppet_module_parses_and_renders_a_config_aqueduct_accepts() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(rendered.contains("[clusters.dc1.properties]"), "{rendered}");
+    assert!(rendered.contains("[[tenants.team-a.read]]"), "{rendered}");
     let (_dir, path) = write(&rendered);
     let (code, out, err) = run(&["check-config", "--config", &path], &[]);
     assert_eq!(code, 0, "{rendered}\n{out}{err}");
+    // The policy reaches the node as written: the node refuses a file whose grant names an unknown cluster.
+    let (_dir, path) = write(&rendered.replace("cluster = \"aggregate\"", "cluster = \"nowhere\""));
+    let (code, _, err) = run(&["check-config", "--config", &path], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("tenants.team-a.write[0].cluster"), "{err}");
     // Standalone (no ZooKeeper) renders a valid config too.
     let standalone = values.replace(
         "zookeeper => 'zk-1:2181,zk-2:2181', ",

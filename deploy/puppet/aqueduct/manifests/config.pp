@@ -12,6 +12,7 @@ class aqueduct::config {
       'kafka_clusters'         => $aqueduct::kafka_clusters,
       'api_listen'             => $aqueduct::api_listen,
       'api_tokens'             => $aqueduct::api_tokens,
+      'tenants'                => $aqueduct::tenants,
       'max_in_flight_bytes'    => $aqueduct::max_in_flight_bytes,
       'max_tasks_per_instance' => $aqueduct::max_tasks_per_instance,
       'session_timeout_ms'     => $aqueduct::session_timeout_ms,

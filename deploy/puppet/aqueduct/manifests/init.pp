@@ -10,6 +10,9 @@
 #   (security settings go here).
 # @param api_listen Address of the REST API and the metrics.
 # @param api_tokens Accepted bearer tokens as `{ sha256 => ..., tenant => ... }` or `{ sha256 => ..., admin => true }`.
+# @param tenants What each tenant's streams may read and write, by tenant name: `read` and `write` as arrays of
+#   `{ cluster => ..., topics => [anchored regexes] }`, optional `group_prefix` (docs/configuration.md, `[tenants.<name>]`).
+#   The same on every node.
 # @param max_in_flight_bytes Node-wide cap on bytes handed to producers and not yet acknowledged.
 # @param max_tasks_per_instance No node runs more tasks than this.
 # @param session_timeout_ms ZooKeeper session timeout.
@@ -33,6 +36,11 @@ class aqueduct (
   String[1] $instance = $facts['networking']['hostname'],
   String[1] $api_listen = '0.0.0.0:8080',
   Array[Hash[String[1], Variant[String, Boolean]]] $api_tokens = [],
+  Hash[String[1], Struct[{
+    Optional[read]         => Array[Struct[{ cluster => String[1], topics => Array[String[1]] }]],
+    Optional[write]        => Array[Struct[{ cluster => String[1], topics => Array[String[1]] }]],
+    Optional[group_prefix] => String[1],
+  }]] $tenants = {},
   Integer[1048576] $max_in_flight_bytes = 67108864,
   Integer[1] $max_tasks_per_instance = 64,
   Integer[1000, 600000] $session_timeout_ms = 10000,
