@@ -266,9 +266,7 @@ impl Metrics {
         self.unreachable_clusters.reset();
         self.deleted_source_topics.reset();
         let per_partition = self.partition_labels.load(Ordering::Relaxed);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = aqueduct_model::time::now_unix_ms();
         for stream in &status.streams {
             for deleted in &stream.deleted_topics {
                 self.deleted_source_topics

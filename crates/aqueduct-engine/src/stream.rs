@@ -11,6 +11,7 @@ use aqueduct_model::config::{ClusterConfig, DatastreamConfig, NodeSettings};
 use aqueduct_model::naming::{is_replicated_topic_config, TopicFilter, TopicNaming};
 use aqueduct_model::placement::{task_for_partition, TaskSlice};
 use aqueduct_model::tenancy::Policy;
+use aqueduct_model::time::now_unix_ms;
 use aqueduct_model::topic_id::TopicId;
 use aqueduct_rdkafka_ext::{describe_topic_ids, TopicLookup};
 use futures_executor::block_on;
@@ -307,16 +308,12 @@ impl Discovery {
             ) else {
                 continue;
             };
-            let listed: Vec<(String, i32)> = read
+            let listed: HashSet<&str> = read
                 .iter()
+                .map(String::as_str)
                 .filter(|t| lookups.get(*t) != Some(&TopicLookup::Missing))
-                .map(|t| (t.clone(), 0))
                 .collect();
-            let current_id = |topic: &str| match lookups.get(topic) {
-                Some(TopicLookup::Exists(id)) => id.clone(),
-                _ => None,
-            };
-            forgot |= self.forget_gone_topics(index, &listed, &current_id);
+            forgot |= self.forget_gone_topics(index, &listed, &lookups);
             // A gone topic that is back is handed out by a full round now.
             forgot |= gone
                 .iter()
@@ -339,9 +336,7 @@ impl Discovery {
                 }
                 Err(error) => {
                     let cluster = self.sources[index].cluster.clone();
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
+                    let now = now_unix_ms();
                     let entry = self.unreachable.entry(cluster.clone()).or_insert_with(|| {
                         UnreachableCluster {
                             cluster: cluster.clone(),
@@ -395,10 +390,6 @@ impl Discovery {
                 .into_iter()
                 .filter(|(t, _)| lookups.get(t) != Some(&TopicLookup::Missing))
                 .collect();
-            let current_id = |topic: &str| match lookups.get(topic) {
-                Some(TopicLookup::Exists(id)) => id.clone(),
-                _ => None,
-            };
             // A broker may answer without an id for a topic it has just created: its partitions wait a
             // little for the id (a cluster that never gives ids, Kafka before 2.8, is mirrored without).
             let now = Instant::now();
@@ -419,7 +410,8 @@ impl Discovery {
                 waiting_for_id.contains(topic)
                     || matches!(lookups.get(topic), Some(TopicLookup::Failed(_)))
             };
-            self.forget_gone_topics(index, &topics, &current_id);
+            let listed: HashSet<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
+            self.forget_gone_topics(index, &listed, &lookups);
             let mut by_task: BTreeMap<usize, Vec<NewPartition>> = BTreeMap::new();
             for (topic, partitions) in topics {
                 let slice = self.context.slice;
@@ -441,7 +433,7 @@ impl Discovery {
                     }
                 };
                 let tasks = self.context.stream.max_tasks;
-                let topic_id = current_id(&topic);
+                let topic_id = lookups.get(&topic).and_then(TopicLookup::id);
                 let last_seen_id = self.ids.get(&(index, topic.clone())).cloned();
                 for partition in new {
                     let task = match slice {
@@ -489,11 +481,10 @@ impl Discovery {
     fn forget_gone_topics(
         &mut self,
         index: usize,
-        listed: &[(String, i32)],
-        current_id: &dyn Fn(&str) -> Option<TopicId>,
+        listed: &HashSet<&str>,
+        lookups: &BTreeMap<String, TopicLookup>,
     ) -> bool {
         let mut forgot = false;
-        let listed: HashSet<&str> = listed.iter().map(|(t, _)| t.as_str()).collect();
         self.deleted
             .retain(|(i, topic), _| *i != index || !listed.contains(topic.as_str()));
         let read: HashSet<String> = self
@@ -505,7 +496,10 @@ impl Discovery {
         for topic in read {
             let gone = !listed.contains(topic.as_str());
             let recreated = !gone
-                && match (self.ids.get(&(index, topic.clone())), current_id(&topic)) {
+                && match (
+                    self.ids.get(&(index, topic.clone())),
+                    lookups.get(&topic).and_then(TopicLookup::id),
+                ) {
                     (Some(before), Some(now)) => *before != now,
                     _ => false,
                 };
@@ -516,10 +510,7 @@ impl Discovery {
             let cluster = self.sources[index].cluster.clone();
             if gone {
                 warn!(stream = %self.context.stream.name, %cluster, %topic, "source topic is gone; its partitions are no longer read");
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                self.deleted.insert((index, topic.clone()), now);
+                self.deleted.insert((index, topic.clone()), now_unix_ms());
             } else {
                 warn!(stream = %self.context.stream.name, %cluster, %topic, "source topic was deleted and created again; its partitions start over under the stream's on_source_topic_recreated");
             }

@@ -1,5 +1,12 @@
 //! Instants as people read them in a status: UTC, RFC 3339, to the second.
 
+/// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// `unix_ms` (milliseconds since the Unix epoch) as `YYYY-MM-DDThh:mm:ssZ`.
 pub fn rfc3339_utc(unix_ms: u64) -> String {
     let seconds = unix_ms / 1000;

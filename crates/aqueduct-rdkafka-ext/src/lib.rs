@@ -23,6 +23,16 @@ pub enum TopicLookup {
     Failed(String),
 }
 
+impl TopicLookup {
+    /// The topic's id, when it exists and the cluster gave one.
+    pub fn id(&self) -> Option<TopicId> {
+        match self {
+            TopicLookup::Exists(id) => id.clone(),
+            _ => None,
+        }
+    }
+}
+
 /// Why a `DescribeTopics` request as a whole failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DescribeTopicsError {
